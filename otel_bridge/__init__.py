@@ -1,0 +1,15 @@
+"""Sentry transactions and error events from OpenTelemetry spans.
+
+    import otel_bridge
+    from otel_bridge.asgi import SentryAsgiMiddleware
+
+    otel_bridge.init()
+    app = SentryAsgiMiddleware(app)
+"""
+
+from otel_bridge.bootstrap import flush, init
+from otel_bridge.config import ConfigError
+from otel_bridge.processor import SentrySpanProcessor
+
+__all__ = ["ConfigError", "SentrySpanProcessor", "flush", "init"]
+__version__ = "0.1.0"

@@ -1,0 +1,153 @@
+"""``SentryAsgiMiddleware``: a Sentry isolation scope and an OpenTelemetry SERVER span for every request.
+
+Configuration lives on the middleware; what belongs to one request lives on a small ``RequestContext``
+that the span processor picks up when the server span starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, MutableMapping, Sequence
+from contextvars import ContextVar
+from functools import partial
+from typing import Any, Callable, Optional, Union
+
+import sentry_sdk
+from asgiref.compatibility import guarantee_single_callable
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import Span, TracerProvider
+from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
+
+from otel_bridge.errors import capture_unhandled
+from otel_bridge.naming import SOURCE_URL, name_from_asgi
+from otel_bridge.request_context import RequestContext, current_request
+from otel_bridge.request_data import request_from_asgi
+from otel_bridge.sending import convert_options
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[..., Any]
+ServerRequestHook = Optional[Callable[[Span, Scope], None]]
+
+TRANSACTION_STYLES = ("endpoint", "url")
+SPAN_NAMES = ("receive", "send")
+
+try:
+    from sentry_sdk.integrations.asgi import _asgi_middleware_applied as _sentry_asgi_applied
+except ImportError:  # pragma: no cover - every supported sentry-sdk has it
+    _sentry_asgi_applied = ContextVar("otel_bridge_unused")
+
+
+class SentryAsgiMiddleware:
+    """Wrap any ASGI 2 or ASGI 3 app: ``app = SentryAsgiMiddleware(app)``.
+
+    ``transaction_style`` is ``"endpoint"`` (the view function, as sentry-sdk's ASGI middleware does) or
+    ``"url"`` (the route template). ``internal_spans`` re-enables OTel's per-message ``receive``/``send``
+    spans. ``excluded_urls`` (a comma-separated string of regexes) defaults to
+    ``OTEL_PYTHON_ASGI_EXCLUDED_URLS`` or ``OTEL_PYTHON_EXCLUDED_URLS``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        transaction_style: str = "endpoint",
+        mechanism_type: str = "asgi",
+        internal_spans: Union[bool, Sequence[str]] = False,
+        excluded_urls: Optional[str] = None,
+        tracer_provider: Optional[TracerProvider] = None,
+        server_request_hook: ServerRequestHook = None,
+        http_capture_headers_server_request: Optional[list[str]] = None,
+        http_capture_headers_server_response: Optional[list[str]] = None,
+        http_capture_headers_sanitize_fields: Optional[list[str]] = None,
+    ) -> None:
+        if transaction_style not in TRANSACTION_STYLES:
+            raise ValueError(
+                f"transaction_style={transaction_style!r} is not valid: accepted values are "
+                f"{', '.join(TRANSACTION_STYLES)}"
+            )
+        self.app = app
+        self.transaction_style = transaction_style
+        self.mechanism_type = mechanism_type
+        self._app3 = guarantee_single_callable(app)
+        self._user_hook = server_request_hook
+        excluded: Optional[ExcludeList] = (
+            parse_excluded_urls(excluded_urls) if excluded_urls is not None else get_excluded_urls("ASGI")
+        )
+        self._otel = OpenTelemetryMiddleware(
+            self._app3,
+            excluded_urls=excluded,
+            tracer_provider=tracer_provider,
+            server_request_hook=self._note_server_span,
+            exclude_spans=_excluded_span_names(internal_spans),
+            http_capture_headers_server_request=http_capture_headers_server_request,
+            http_capture_headers_server_response=http_capture_headers_server_response,
+            http_capture_headers_sanitize_fields=http_capture_headers_sanitize_fields,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") not in ("http", "websocket"):
+            await self._app3(scope, receive, send)
+            return
+        request = RequestContext(scope, self.transaction_style)
+        request_token = current_request.set(request)
+        sentry_token = _sentry_asgi_applied.set(True)
+        try:
+            with sentry_sdk.isolation_scope() as sentry_scope:
+                sentry_scope.clear_breadcrumbs()
+                sentry_scope.add_event_processor(partial(_describe_request, request=request))
+                try:
+                    await self._otel(scope, receive, send)
+                except Exception as exc:
+                    span = request.server_span
+                    span_context = span.get_span_context() if span is not None else None
+                    parent = getattr(span, "parent", None)
+                    capture_unhandled(
+                        exc, span_context, parent.span_id if parent is not None else None, self.mechanism_type
+                    )
+                    raise
+        finally:
+            _sentry_asgi_applied.reset(sentry_token)
+            current_request.reset(request_token)
+
+    def _note_server_span(self, span: Span, scope: Scope) -> None:
+        request = current_request.get()
+        if request is not None and request.asgi_scope is scope:
+            request.server_span = span
+        if self._user_hook is not None:
+            self._user_hook(span, scope)
+
+
+def _excluded_span_names(internal_spans: Union[bool, Sequence[str]]) -> list[str]:
+    if internal_spans is True:
+        return []
+    if internal_spans is False:
+        return list(SPAN_NAMES)
+    wanted = set(internal_spans)
+    unknown = wanted.difference(SPAN_NAMES)
+    if unknown:
+        raise ValueError(
+            f"internal_spans={sorted(unknown)!r} is not valid: accepted values are True, False, "
+            f"or a list of {', '.join(SPAN_NAMES)}"
+        )
+    return [name for name in SPAN_NAMES if name not in wanted]
+
+
+def _describe_request(event: dict[str, Any], hint: Any, request: RequestContext) -> dict[str, Any]:
+    """Scope event processor: request data on every event of the request, and its name on errors."""
+    client = sentry_sdk.get_client()
+    options = convert_options(client, request.transaction_style)
+    asgi_scope = request.asgi_scope
+    described = request_from_asgi(asgi_scope, send_default_pii=options.send_default_pii, denylist=options.denylist)
+    event["request"] = {**(event.get("request") or {}), **described}
+    if event.get("type") != "transaction" and not event.get("transaction"):
+        named = name_from_asgi(asgi_scope, request.transaction_style)
+        if named is None:
+            named = (f"{asgi_scope.get('root_path', '')}{asgi_scope.get('path', '')}", SOURCE_URL)
+        event["transaction"], source = named
+        event["transaction_info"] = {"source": source}
+    return event
+
+
+__all__: Iterable[str] = ["SentryAsgiMiddleware"]

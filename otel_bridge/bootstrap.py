@@ -1,0 +1,182 @@
+"""``otel_bridge.init()``: sentry-sdk client, OTel ``TracerProvider`` and ``SentrySpanProcessor``, wired once."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import sentry_sdk
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from sentry_sdk.consts import ClientConstructor
+from sentry_sdk.scope import add_global_event_processor
+from sentry_sdk.utils import Dsn
+
+from otel_bridge.config import BridgeConfig, ConfigError, read_config
+from otel_bridge.errors import link_to_current_span
+from otel_bridge.processor import SentrySpanProcessor
+
+logger = logging.getLogger("otel_bridge")
+
+EXPORTER_GROUP = "opentelemetry_traces_exporter"
+
+_lock = threading.Lock()
+_processor: Optional[SentrySpanProcessor] = None
+_event_processor_added = False
+
+
+def _sentry_option_names() -> frozenset[str]:
+    parameters = inspect.signature(ClientConstructor.__init__).parameters
+    return frozenset(name for name in parameters if name not in ("self", "dsn"))
+
+
+def _check_sentry_options(options: Mapping[str, Any]) -> None:
+    known = _sentry_option_names()
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"otel_bridge.init() got unknown option(s) {', '.join(unknown)}: accepted are this bridge's "
+            "options (traces_sample_rate, max_spans_per_trace, max_open_traces, max_queued_traces, "
+            "root_timeout_seconds) and sentry_sdk.init's options"
+        )
+
+
+def _exporter_names(env: Mapping[str, str]) -> list[str]:
+    raw = env.get("OTEL_TRACES_EXPORTER", "")
+    return [name.strip().lower() for name in raw.split(",") if name.strip()]
+
+
+def _load_exporters(names: list[str]) -> list[SpanExporter]:
+    from importlib.metadata import entry_points
+
+    available = {entry.name: entry for entry in entry_points(group=EXPORTER_GROUP)}
+    exporters: list[SpanExporter] = []
+    for name in names:
+        if name in ("none", "sentry"):
+            continue
+        entry = available.get(name)
+        if entry is None:
+            accepted = ", ".join(sorted({"none", "sentry", *available}))
+            raise ConfigError(
+                f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed: accepted values are {accepted}"
+            )
+        exporters.append(entry.load()())
+    return exporters
+
+
+def _tracer_provider(env: Mapping[str, str]) -> tuple[Optional[TracerProvider], bool]:
+    """The global SDK provider, created from the ``OTEL_*`` variables when there is none yet."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current, False
+    if not isinstance(current, trace.ProxyTracerProvider):
+        logger.warning(
+            "otel_bridge: the global TracerProvider is %s, not the OpenTelemetry SDK's; spans cannot reach "
+            "Sentry. Add otel_bridge.SentrySpanProcessor to your SDK TracerProvider instead.",
+            type(current).__name__,
+        )
+        return None, False
+    exporters = _load_exporters(_exporter_names(env))
+    provider = TracerProvider()
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider, True
+
+
+def _resource_defaults(provider: Optional[TracerProvider]) -> dict[str, str]:
+    """environment, release and server_name the OTel resource says, for options the user left unset."""
+    if provider is None:
+        return {}
+    attributes = provider.resource.attributes
+    found: dict[str, str] = {}
+    for option, names in (
+        ("environment", ("deployment.environment.name", "deployment.environment")),
+        ("release", ("service.version",)),
+        ("server_name", ("host.name",)),
+    ):
+        for name in names:
+            value = attributes.get(name)
+            if value:
+                found[option] = str(value)
+                break
+    return found
+
+
+def _start_sentry(config: BridgeConfig, provider: Optional[TracerProvider]) -> None:
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        client.options["instrumenter"] = "otel"
+        return
+    _check_sentry_options(config.sentry_options)
+    options: dict[str, Any] = {**_resource_defaults(provider), **config.sentry_options}
+    if config.environment:
+        options["environment"] = config.environment
+    if config.release:
+        options["release"] = config.release
+    options["instrumenter"] = "otel"
+    sentry_sdk.init(dsn=config.dsn, **options)
+
+
+def _flush_at_exit() -> None:
+    processor = _processor
+    if processor is not None:
+        processor.force_flush(2000)
+
+
+def init(**options: Any) -> Optional[SentrySpanProcessor]:
+    """Make every OTel span and exception reach Sentry; see the README. Returns the processor, or ``None``.
+
+    Keyword arguments override ``SENTRY_*``/``OTEL_BRIDGE_*`` variables; any ``sentry_sdk.init`` option is
+    passed through. A second call returns the processor of the first.
+    """
+    global _processor, _event_processor_added
+    env = os.environ
+    config = read_config(options, env)
+    with _lock:
+        if _processor is not None:
+            return _processor
+        if config.disabled:
+            logger.warning("otel_bridge is off: OTEL_SDK_DISABLED=true")
+            return None
+        if not config.dsn and not sentry_sdk.get_client().is_active():
+            logger.warning("otel_bridge is off: no Sentry DSN (set SENTRY_DSN or pass dsn=...)")
+            return None
+        if config.dsn:
+            try:
+                Dsn(config.dsn)
+            except Exception as exc:
+                raise ConfigError(f"SENTRY_DSN is not a valid Sentry DSN ({exc})") from None
+
+        provider, created = _tracer_provider(env)
+        _start_sentry(config, provider)
+        if not _event_processor_added:
+            add_global_event_processor(link_to_current_span)
+            _event_processor_added = True
+
+        processor = SentrySpanProcessor(
+            max_spans_per_trace=config.max_spans_per_trace,
+            max_open_traces=config.max_open_traces,
+            max_queued_traces=config.max_queued_traces,
+            root_timeout_seconds=config.root_timeout_seconds,
+        )
+        if provider is not None:
+            provider.add_span_processor(processor)
+        _processor = processor
+        atexit.register(_flush_at_exit)
+        logger.debug("otel_bridge on (TracerProvider %s)", "created" if created else "adopted")
+        return processor
+
+
+def flush(timeout: float = 2.0) -> bool:
+    """Send everything finished so far; ``True`` when it all went out within ``timeout`` seconds."""
+    processor = _processor
+    if processor is None:
+        return sentry_sdk.get_client().flush(timeout=timeout) is None
+    return processor.force_flush(int(timeout * 1000))

@@ -1,0 +1,281 @@
+"""Finished OTel spans to Sentry events. Pure: no I/O, no clock, no globals; tested directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
+
+from otel_bridge import semconv
+from otel_bridge.naming import SOURCE_ROUTE, name_from_asgi, name_from_span
+from otel_bridge.privacy import scrub_attributes, scrub_url
+from otel_bridge.request_data import request_from_attributes
+
+ORIGIN = "auto.otel"
+
+_HTTP_STATUS = {
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    409: "already_exists",
+    413: "failed_precondition",
+    429: "resource_exhausted",
+    501: "unimplemented",
+    503: "unavailable",
+    504: "deadline_exceeded",
+}
+
+_GRPC_STATUS = (
+    "ok",
+    "cancelled",
+    "unknown_error",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal_error",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What conversion needs from the client's configuration; ``None`` lets the resource decide."""
+
+    send_default_pii: bool = False
+    denylist: tuple[str, ...] = ()
+    environment: Optional[str] = None
+    release: Optional[str] = None
+    server_name: Optional[str] = None
+    public_key: Optional[str] = None
+    transaction_style: str = "endpoint"
+
+
+@dataclass
+class FinishedTrace:
+    """A local root with the spans that ended under it, and what the request told us while it ran."""
+
+    root: ReadableSpan
+    children: Sequence[ReadableSpan] = ()
+    asgi_scope: Optional[Mapping[str, Any]] = None
+    transaction_style: Optional[str] = None
+    dropped_spans: int = 0
+    sample_rate: Optional[float] = None
+    extra_contexts: dict[str, Any] = field(default_factory=dict)
+
+
+def http_status_to_sentry(code: int) -> str:
+    if code < 400:
+        return "ok"
+    if code in _HTTP_STATUS:
+        return _HTTP_STATUS[code]
+    if code < 500:
+        return "invalid_argument"
+    return "internal_error"
+
+
+def span_status(span: ReadableSpan) -> str:
+    attributes = span.attributes or {}
+    failed = span.status.status_code is StatusCode.ERROR
+    code = semconv.status_code(attributes)
+    if code is not None:
+        status = http_status_to_sentry(code)
+        if status == "ok" and failed and _has_exception_event(span):
+            return "internal_error"
+        return status
+    grpc_code = attributes.get("rpc.grpc.status_code")
+    if isinstance(grpc_code, int) and 0 <= grpc_code < len(_GRPC_STATUS):
+        return _GRPC_STATUS[grpc_code]
+    return "internal_error" if failed else "ok"
+
+
+def _has_exception_event(span: ReadableSpan) -> bool:
+    return any(event.name == "exception" for event in span.events or ())
+
+
+def span_op(span: ReadableSpan) -> str:
+    attributes = span.attributes or {}
+    explicit = attributes.get("sentry.op")
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    if semconv.is_websocket(attributes):
+        return "websocket.server"
+    if semconv.is_http(attributes):
+        if span.kind is SpanKind.SERVER:
+            return "http.server"
+        if span.kind is SpanKind.CLIENT:
+            return "http.client"
+        return "http"
+    if semconv.db_system(attributes):
+        return "db"
+    if attributes.get("rpc.service"):
+        return "rpc"
+    if attributes.get("messaging.system"):
+        return "message"
+    trigger = attributes.get("faas.trigger")
+    if isinstance(trigger, str) and trigger:
+        return trigger
+    return "default"
+
+
+def span_description(span: ReadableSpan, denylist: Iterable[str]) -> str:
+    attributes = span.attributes or {}
+    if semconv.is_http(attributes) and span.kind is SpanKind.CLIENT:
+        method = (semconv.method(attributes) or "GET").upper()
+        url = semconv.full_url(attributes)
+        if url:
+            return f"{method} {scrub_url(url, denylist).split('?', 1)[0]}"
+    statement = semconv.db_statement(attributes)
+    if statement:
+        return statement
+    return span.name
+
+
+def _seconds(nanoseconds: Optional[int]) -> float:
+    return (nanoseconds or 0) / 1e9
+
+
+def _span_json(span: ReadableSpan, options: ConvertOptions) -> dict[str, Any]:
+    context = span.get_span_context()
+    data = scrub_attributes(
+        span.attributes or {}, send_default_pii=options.send_default_pii, denylist=options.denylist
+    )
+    item: dict[str, Any] = {
+        "trace_id": format_trace_id(context.trace_id),
+        "span_id": format_span_id(context.span_id),
+        "op": span_op(span),
+        "description": span_description(span, options.denylist),
+        "status": span_status(span),
+        "start_timestamp": _seconds(span.start_time),
+        "timestamp": _seconds(span.end_time or span.start_time),
+        "origin": ORIGIN,
+    }
+    if span.parent is not None:
+        item["parent_span_id"] = format_span_id(span.parent.span_id)
+    if data:
+        item["data"] = data
+    return item
+
+
+def transaction_name(trace: FinishedTrace) -> tuple[str, str]:
+    style = trace.transaction_style or "endpoint"
+    if trace.asgi_scope is not None:
+        from_framework = name_from_asgi(trace.asgi_scope, style)
+        if from_framework is not None:
+            return from_framework
+    return name_from_span(trace.root.name, trace.root.attributes or {})
+
+
+def _resource_value(resource: Mapping[str, Any], *names: str) -> Optional[str]:
+    for name in names:
+        value = resource.get(name)
+        if value:
+            return str(value)
+    return None
+
+
+def dynamic_sampling_context(
+    trace_id: str, name: str, source: str, environment: Optional[str], release: Optional[str],
+    options: ConvertOptions, sample_rate: Optional[float],
+) -> dict[str, str]:
+    dsc = {"trace_id": trace_id, "sampled": "true"}
+    if options.public_key:
+        dsc["public_key"] = options.public_key
+    if sample_rate is not None:
+        dsc["sample_rate"] = repr(sample_rate)
+    if environment:
+        dsc["environment"] = environment
+    if release:
+        dsc["release"] = release
+    if source == SOURCE_ROUTE or source == "component" or source == "custom":
+        dsc["transaction"] = name
+    return dsc
+
+
+def to_transaction(trace: FinishedTrace, options: ConvertOptions) -> dict[str, Any]:
+    """One Sentry transaction event: the local root as the transaction, the other spans in ``spans``."""
+    root = trace.root
+    root_json = _span_json(root, options)
+    name, source = transaction_name(trace)
+    resource = dict(root.resource.attributes) if root.resource is not None else {}
+    environment = options.environment or _resource_value(
+        resource, "deployment.environment.name", "deployment.environment"
+    )
+    release = options.release or _resource_value(resource, "service.version")
+    server_name = options.server_name or _resource_value(resource, "host.name")
+
+    trace_context: dict[str, Any] = {
+        "trace_id": root_json["trace_id"],
+        "span_id": root_json["span_id"],
+        "op": root_json["op"],
+        "status": root_json["status"],
+        "origin": ORIGIN,
+        "type": "trace",
+        "dynamic_sampling_context": dynamic_sampling_context(
+            root_json["trace_id"], name, source, environment, release, options, trace.sample_rate
+        ),
+    }
+    if "parent_span_id" in root_json:
+        trace_context["parent_span_id"] = root_json["parent_span_id"]
+    if "data" in root_json:
+        trace_context["data"] = root_json["data"]
+
+    contexts: dict[str, Any] = {"trace": trace_context, **trace.extra_contexts}
+    if resource:
+        contexts["otel"] = {"resource": {key: _json_value(value) for key, value in resource.items()}}
+
+    event: dict[str, Any] = {
+        "type": "transaction",
+        "platform": "python",
+        "transaction": name,
+        "transaction_info": {"source": source},
+        "start_timestamp": root_json["start_timestamp"],
+        "timestamp": root_json["timestamp"],
+        "contexts": contexts,
+        "spans": [_span_json(child, options) for child in trace.children],
+    }
+    code = semconv.status_code(root.attributes or {})
+    if code is not None:
+        contexts["response"] = {"status_code": code}
+        event["tags"] = {"http.status_code": str(code)}
+    for key, value in (("environment", environment), ("release", release), ("server_name", server_name)):
+        if value:
+            event[key] = value
+    if trace.asgi_scope is None and root.kind is SpanKind.SERVER:
+        request = request_from_attributes(
+            root.attributes or {}, send_default_pii=options.send_default_pii, denylist=options.denylist
+        )
+        if request:
+            event["request"] = request
+    if trace.dropped_spans:
+        event["_dropped_spans"] = trace.dropped_spans
+    return event
+
+
+def _json_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def trace_context_of(span: ReadableSpan) -> dict[str, Any]:
+    """``contexts.trace`` for an error event that happened in ``span``."""
+    context = span.get_span_context()
+    result: dict[str, Any] = {
+        "trace_id": format_trace_id(context.trace_id),
+        "span_id": format_span_id(context.span_id),
+        "op": span_op(span),
+        "type": "trace",
+    }
+    if span.parent is not None:
+        result["parent_span_id"] = format_span_id(span.parent.span_id)
+    return result

@@ -1,0 +1,52 @@
+"""Counting what is dropped: into sentry-sdk's client reports, and a log line at most once a minute."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Callable, Optional
+
+import sentry_sdk
+
+logger = logging.getLogger("otel_bridge")
+
+REPORT_INTERVAL_SECONDS = 60.0
+
+
+class DropCounter:
+    """Thread-safe totals of dropped items by ``(reason, category)``; cheap to call on any thread."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, interval: float = REPORT_INTERVAL_SECONDS):
+        self._clock = clock
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._totals: Counter[tuple[str, str]] = Counter()
+        self._since_report: Counter[tuple[str, str]] = Counter()
+        self._last_report: Optional[float] = None
+
+    def count(self, reason: str, category: str, quantity: int = 1) -> None:
+        with self._lock:
+            self._totals[(reason, category)] += quantity
+            self._since_report[(reason, category)] += quantity
+        transport = sentry_sdk.get_client().transport
+        if transport is not None:
+            transport.record_lost_event(reason, data_category=category, quantity=quantity)  # type: ignore[arg-type]
+        self._maybe_log()
+
+    def totals(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._totals)
+
+    def _maybe_log(self) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._last_report is not None and now - self._last_report < self._interval:
+                return
+            self._last_report = now
+            summary = ", ".join(
+                f"{quantity} {category} ({reason})" for (reason, category), quantity in sorted(self._since_report.items())
+            )
+            self._since_report.clear()
+        logger.warning("otel_bridge dropped %s; see Sentry's client reports for totals", summary)

@@ -1,0 +1,83 @@
+"""Error events with the live exception object, linked to the OpenTelemetry trace they happened in."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import sentry_sdk
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
+from sentry_sdk.utils import event_from_exception
+
+_HINT_KEY = "otel_bridge_trace_linked"
+_REPORTED_ATTRIBUTE = "__otel_bridge_reported__"
+
+
+def trace_context(span_context: SpanContext, parent_span_id: Optional[int] = None) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "trace_id": format_trace_id(span_context.trace_id),
+        "span_id": format_span_id(span_context.span_id),
+        "type": "trace",
+    }
+    if parent_span_id:
+        result["parent_span_id"] = format_span_id(parent_span_id)
+    return result
+
+
+def was_reported(exc: BaseException) -> bool:
+    return bool(getattr(exc, _REPORTED_ATTRIBUTE, False))
+
+
+def mark_reported(exc: BaseException) -> None:
+    try:
+        setattr(exc, _REPORTED_ATTRIBUTE, True)
+    except (AttributeError, TypeError):
+        pass
+
+
+def capture_unhandled(
+    exc: BaseException, span_context: Optional[SpanContext], parent_span_id: Optional[int], mechanism_type: str
+) -> None:
+    """Report an exception escaping the app, once, with frames from the live traceback."""
+    if was_reported(exc):
+        return
+    client = sentry_sdk.get_client()
+    if not client.is_active():
+        return
+    event, hint = event_from_exception(
+        exc, client_options=client.options, mechanism={"type": mechanism_type, "handled": False}
+    )
+    if span_context is not None and span_context.is_valid:
+        event["contexts"] = {"trace": trace_context(span_context, parent_span_id)}
+        hint[_HINT_KEY] = True
+    event["level"] = "error"
+    sentry_sdk.capture_event(event, hint=hint)
+    mark_reported(exc)
+
+
+def link_to_current_span(event: Any, hint: Any) -> Any:
+    """Global event processor: errors captured inside an OTel span point at that span's trace.
+
+    It also marks the exception as reported so that no other path (a framework integration of sentry-sdk
+    that runs outside, or this bridge's middleware) reports the same exception object a second time.
+    """
+    if event.get("type") == "transaction":
+        return event
+    exc_info = hint.get("exc_info") if hint else None
+    exc = exc_info[1] if exc_info else None
+    if exc is not None:
+        if was_reported(exc):
+            return None
+        mark_reported(exc)
+    if hint and hint.get(_HINT_KEY):
+        return event
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        contexts = event.setdefault("contexts", {})
+        previous = contexts.get("trace") or {}
+        linked = trace_context(span_context)
+        for key in ("op", "status", "data"):
+            if key in previous:
+                linked[key] = previous[key]
+        contexts["trace"] = linked
+    return event

@@ -1,0 +1,123 @@
+"""Keep secrets and personal data out of what is sent: pure functions over attributes, headers and queries.
+
+sentry-sdk's ``EventScrubber`` matches whole keys of ``request``, ``extra``, ``user``, breadcrumbs, frames and
+``spans[].data``. OTel attribute names carry the sensitive word inside a dotted name
+(``http.request.header.authorization``) and URLs carry secrets in their query strings, so those are
+scrubbed here with the scrubber's own deny-list before the event reaches the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+FILTERED = "[Filtered]"
+
+SENSITIVE_HEADERS = frozenset(
+    {"cookie", "set-cookie", "authorization", "proxy-authorization", "x-api-key", "x-forwarded-for", "x-real-ip"}
+)
+
+PERSONAL_ATTRIBUTES = frozenset(
+    {
+        "client.address",
+        "client.port",
+        "http.client_ip",
+        "net.peer.ip",
+        "net.sock.peer.addr",
+        "network.peer.address",
+        "enduser.id",
+        "enduser.role",
+        "enduser.scope",
+        "user.id",
+        "user.name",
+        "user.full_name",
+        "user.email",
+        "user.hash",
+    }
+)
+
+URL_ATTRIBUTES = frozenset({"http.url", "url.full", "http.target"})
+QUERY_ATTRIBUTES = frozenset({"url.query"})
+
+
+def _normalized(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def is_denied(name: str, denylist: Iterable[str]) -> bool:
+    """A key is denied when its last dotted part contains a deny-listed word (``x_api_key``, ``user_password``)."""
+    last = _normalized(name.rsplit(".", 1)[-1])
+    return any(word in last for word in denylist)
+
+
+def is_sensitive_header(name: str) -> bool:
+    return name.lower().replace("_", "-") in SENSITIVE_HEADERS
+
+
+def scrub_query(query: str, denylist: Iterable[str]) -> str:
+    """Replace the values of deny-listed parameters; keep everything else byte for byte."""
+    words = tuple(denylist)
+    if not query or not words:
+        return query
+    parts = []
+    changed = False
+    for pair in query.split("&"):
+        key, sep, _value = pair.partition("=")
+        decoded_key = parse_qsl(key + "=x", keep_blank_values=True)
+        plain_key = decoded_key[0][0] if decoded_key else key
+        if sep and is_denied(plain_key, words):
+            parts.append(f"{key}={quote(FILTERED)}")
+            changed = True
+        else:
+            parts.append(pair)
+    return "&".join(parts) if changed else query
+
+
+def scrub_url(url: str, denylist: Iterable[str]) -> str:
+    """Drop user info and scrub the query of an absolute URL or of a path with a query."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0]
+    netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
+    query = scrub_query(parts.query, denylist)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def scrub_attributes(
+    attributes: Mapping[str, Any], *, send_default_pii: bool, denylist: Iterable[str]
+) -> dict[str, Any]:
+    """A copy of span attributes that is safe to send as ``data``."""
+    words = tuple(denylist)
+    safe: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not send_default_pii and key in PERSONAL_ATTRIBUTES:
+            continue
+        if key.startswith(("http.request.header.", "http.response.header.")):
+            header = key.rsplit(".", 1)[-1]
+            if (not send_default_pii and is_sensitive_header(header)) or is_denied(header, words):
+                safe[key] = FILTERED
+                continue
+        elif is_denied(key, words):
+            safe[key] = FILTERED
+            continue
+        if key in URL_ATTRIBUTES and isinstance(value, str):
+            value = scrub_url(value, words)
+        elif key in QUERY_ATTRIBUTES and isinstance(value, str):
+            value = scrub_query(value, words)
+        safe[key] = list(value) if isinstance(value, tuple) else value
+    return safe
+
+
+def filter_headers(headers: Mapping[str, str], *, send_default_pii: bool, denylist: Iterable[str]) -> dict[str, str]:
+    """Request headers as Sentry shows them: sensitive ones kept with the value ``[Filtered]``."""
+    words = tuple(denylist)
+    return {
+        name: FILTERED
+        if (not send_default_pii and is_sensitive_header(name)) or is_denied(name, words)
+        else value
+        for name, value in headers.items()
+    }

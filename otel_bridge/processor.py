@@ -1,0 +1,139 @@
+"""``SentrySpanProcessor``: notes spans under their local root and hands each finished trace to the worker.
+
+On the request path it costs a dictionary lookup and a list append per span; everything else happens on
+the worker thread. Memory is bounded by ``max_open_traces``, ``max_spans_per_trace`` and the worker's
+queue; a root that never ends is evicted after ``root_timeout_seconds``. Drops are counted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import sentry_sdk
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from sentry_sdk.scope import Scope
+
+from otel_bridge.convert import FinishedTrace
+from otel_bridge.drops import DropCounter
+from otel_bridge.request_context import RequestContext, current_request
+from otel_bridge.sending import send_transaction
+from otel_bridge.worker import BackgroundWorker
+
+
+class _OpenTrace:
+    __slots__ = ("children", "current", "dropped", "isolation", "members", "request", "root_id", "started")
+
+    def __init__(
+        self, root_id: int, isolation: Scope, current: Scope, request: Optional[RequestContext]
+    ) -> None:
+        self.root_id = root_id
+        self.isolation = isolation
+        self.current = current
+        self.request = request
+        self.members: list[int] = [root_id]
+        self.children: list[ReadableSpan] = []
+        self.dropped = 0
+        self.started = time.monotonic()
+
+
+class SentrySpanProcessor(SpanProcessor):
+    """Add to any ``TracerProvider``: every local root span with its children becomes a Sentry transaction."""
+
+    def __init__(
+        self,
+        *,
+        max_spans_per_trace: int = 1000,
+        max_open_traces: int = 10_000,
+        max_queued_traces: int = 1000,
+        root_timeout_seconds: float = 300.0,
+        transaction_style: str = "endpoint",
+    ) -> None:
+        self._max_spans = max_spans_per_trace
+        self._max_open = max_open_traces
+        self._root_timeout = root_timeout_seconds
+        self._transaction_style = transaction_style
+        self._owner: dict[int, _OpenTrace] = {}
+        self._open: dict[int, _OpenTrace] = {}
+        self.drops = DropCounter()
+        self._worker = BackgroundWorker(max_queued_traces, self.drops, tick=self._evict_stale_roots)
+
+    def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        context = span.get_span_context()
+        if context is None or not context.trace_flags.sampled:
+            return
+        parent = span.parent
+        if parent is None or parent.is_remote:
+            if len(self._open) >= self._max_open:
+                self.drops.count("buffer_overflow", "transaction")
+                return
+            trace = _OpenTrace(
+                context.span_id,
+                sentry_sdk.get_isolation_scope(),
+                sentry_sdk.get_current_scope(),
+                current_request.get(),
+            )
+            self._open[context.span_id] = trace
+            self._owner[context.span_id] = trace
+            return
+        owner = self._owner.get(parent.span_id)
+        if owner is not None:
+            self._owner[context.span_id] = owner
+            owner.members.append(context.span_id)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.get_span_context()
+        if context is None:
+            return
+        owner = self._owner.get(context.span_id)
+        if owner is None:
+            return
+        if owner.root_id != context.span_id:
+            if len(owner.children) < self._max_spans:
+                owner.children.append(span)
+            else:
+                owner.dropped += 1
+            return
+        self._forget(owner)
+        request = owner.request
+        finished = FinishedTrace(
+            root=span,
+            children=owner.children,
+            asgi_scope=request.asgi_scope if request is not None else None,
+            transaction_style=request.transaction_style if request is not None else self._transaction_style,
+            dropped_spans=owner.dropped,
+        )
+        isolation, current = owner.isolation, owner.current
+        self._worker.submit(lambda: send_transaction(finished, isolation, current))
+
+    def _forget(self, trace: _OpenTrace) -> None:
+        self._open.pop(trace.root_id, None)
+        for span_id in trace.members:
+            self._owner.pop(span_id, None)
+
+    def _evict_stale_roots(self) -> None:
+        deadline = time.monotonic() - self._root_timeout
+        stale = [trace for trace in list(self._open.values()) if trace.started < deadline]
+        for trace in stale:
+            self._forget(trace)
+            self.drops.count("insufficient_data", "transaction")
+            if trace.children:
+                self.drops.count("insufficient_data", "span", len(trace.children))
+
+    def open_trace_count(self) -> int:
+        return len(self._open)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        flushed = self._worker.flush(timeout_millis / 1000)
+        client = sentry_sdk.get_client()
+        if client.is_active():
+            client.flush(timeout=max(0.0, deadline - time.monotonic()))
+        return flushed
+
+    def shutdown(self) -> None:
+        self._worker.stop(timeout=2.0)
+        client = sentry_sdk.get_client()
+        if client.is_active():
+            client.flush(timeout=2.0)

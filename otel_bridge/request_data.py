@@ -1,0 +1,106 @@
+"""Sentry's ``request`` interface from an ASGI scope or from span attributes. Pure: no I/O, no globals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
+from urllib.parse import unquote
+
+from otel_bridge import semconv
+from otel_bridge.privacy import filter_headers, scrub_query, scrub_url
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def asgi_headers(asgi_scope: Mapping[str, Any]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in asgi_scope.get("headers") or ():
+        try:
+            name = bytes(raw_name).decode("latin-1").lower()
+            value = bytes(raw_value).decode("latin-1")
+        except (TypeError, ValueError):
+            continue
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def asgi_url(asgi_scope: Mapping[str, Any], host_header: Optional[str]) -> str:
+    """Scheme, host and path, without the query string (the way sentry-sdk's ASGI middleware builds it)."""
+    default_scheme = "ws" if asgi_scope.get("type") == "websocket" else "http"
+    scheme = asgi_scope.get("scheme") or default_scheme
+    path = f"{asgi_scope.get('root_path', '')}{asgi_scope.get('path', '')}"
+    if host_header:
+        return f"{scheme}://{host_header}{path}"
+    server = asgi_scope.get("server")
+    if server and len(server) == 2:
+        host, port = server
+        if port is None or port == _DEFAULT_PORTS.get(scheme):
+            return f"{scheme}://{host}{path}"
+        return f"{scheme}://{host}:{port}{path}"
+    return path
+
+
+def client_ip(asgi_scope: Mapping[str, Any], headers: Mapping[str, str]) -> Optional[str]:
+    forwarded = headers.get("x-forwarded-for")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    real_ip = headers.get("x-real-ip")
+    if real_ip:
+        return real_ip
+    client = asgi_scope.get("client")
+    if client:
+        return str(client[0])
+    return None
+
+
+def request_from_asgi(
+    asgi_scope: Mapping[str, Any], *, send_default_pii: bool, denylist: Iterable[str]
+) -> dict[str, Any]:
+    words = tuple(denylist)
+    headers = asgi_headers(asgi_scope)
+    request: dict[str, Any] = {
+        "url": asgi_url(asgi_scope, headers.get("host")),
+        "headers": filter_headers(headers, send_default_pii=send_default_pii, denylist=words),
+    }
+    if asgi_scope.get("method"):
+        request["method"] = str(asgi_scope["method"]).upper()
+    raw_query = asgi_scope.get("query_string")
+    if raw_query:
+        query = unquote(bytes(raw_query).decode("latin-1"))
+        request["query_string"] = scrub_query(query, words)
+    if send_default_pii:
+        ip = client_ip(asgi_scope, headers)
+        if ip:
+            request["env"] = {"REMOTE_ADDR": ip}
+    return request
+
+
+def request_from_attributes(
+    attributes: Mapping[str, Any], *, send_default_pii: bool, denylist: Iterable[str]
+) -> Optional[dict[str, Any]]:
+    """The same interface rebuilt from a SERVER span's attributes (the exporter path has nothing else)."""
+    method = semconv.method(attributes)
+    if method is None:
+        return None
+    words = tuple(denylist)
+    path, query = semconv.path_and_query(attributes)
+    url = semconv.full_url(attributes)
+    if url is None:
+        host = semconv.host(attributes)
+        scheme = semconv.scheme(attributes) or "http"
+        url = f"{scheme}://{host}{path or ''}" if host else path or ""
+    url = scrub_url(url, words).split("?", 1)[0]
+    request: dict[str, Any] = {"method": method.upper(), "url": url}
+    headers = semconv.captured_request_headers(attributes)
+    user_agent = semconv.user_agent(attributes)
+    if user_agent and "User-Agent" not in headers:
+        headers["User-Agent"] = user_agent
+    if headers:
+        request["headers"] = filter_headers(headers, send_default_pii=send_default_pii, denylist=words)
+    if query:
+        request["query_string"] = scrub_query(unquote(query), words)
+    if send_default_pii:
+        ip = semconv.client_address(attributes)
+        if ip:
+            request["env"] = {"REMOTE_ADDR": ip}
+    return request

@@ -1,0 +1,107 @@
+"""One background thread that turns finished traces into events and hands them to sentry-sdk's client.
+
+The request path only enqueues; conversion, scope application, serialization and sending happen here.
+The queue is bounded; after ``fork`` the child starts a fresh thread and queue on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+from otel_bridge.drops import DropCounter
+
+logger = logging.getLogger("otel_bridge")
+
+
+@dataclass
+class _FlushMarker:
+    done: threading.Event
+
+
+_STOP = object()
+Job = Callable[[], Any]
+
+
+class BackgroundWorker:
+    def __init__(
+        self,
+        max_queued: int,
+        drops: DropCounter,
+        tick: Optional[Callable[[], None]] = None,
+        tick_interval: float = 1.0,
+        name: str = "otel_bridge.worker",
+    ) -> None:
+        self._max_queued = max_queued
+        self._drops = drops
+        self._tick = tick
+        self._tick_interval = tick_interval
+        self._name = name
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Union[Job, _FlushMarker, object]] = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        self._stopped = False
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    def submit(self, job: Job, category: str = "transaction") -> bool:
+        """Queue ``job``; ``False`` (and counted as dropped) when the queue is full or the worker stopped."""
+        if self._stopped or self._queue.qsize() >= self._max_queued:
+            self._drops.count("queue_overflow", category)
+            return False
+        if self._thread is None:
+            self._ensure_thread()
+        self._queue.put(job)
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued before this call has been handed to the client."""
+        if self._thread is None or not self._thread.is_alive():
+            return self._queue.empty()
+        marker = _FlushMarker(threading.Event())
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def stop(self, timeout: float) -> None:
+        self.flush(timeout)
+        self._stopped = True
+        self._queue.put(_STOP)
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + self._tick_interval
+        while True:
+            try:
+                item = self._queue.get(timeout=self._tick_interval)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            if isinstance(item, _FlushMarker):
+                item.done.set()
+            elif item is not None:
+                try:
+                    item()  # type: ignore[operator]
+                except Exception:
+                    logger.exception("otel_bridge could not send a trace to Sentry")
+            if self._tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self._tick_interval
+                try:
+                    self._tick()
+                except Exception:
+                    logger.exception("otel_bridge housekeeping failed")
