@@ -1,10 +1,10 @@
 """Sentry transactions and error events from OpenTelemetry spans.
 
-    import otel_bridge
-    from otel_bridge.asgi import SentryAsgiMiddleware
+import otel_bridge
+from otel_bridge.asgi import SentryAsgiMiddleware
 
-    otel_bridge.init()
-    app = SentryAsgiMiddleware(app)
+otel_bridge.init()
+app = SentryAsgiMiddleware(app)
 """
 
 from otel_bridge.bootstrap import flush, init

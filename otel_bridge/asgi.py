@@ -6,7 +6,7 @@ that the span processor picks up when the server span starts.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, MutableMapping, Sequence
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, Callable, Optional, Union
@@ -70,7 +70,7 @@ class SentryAsgiMiddleware:
         self.app = app
         self.transaction_style = transaction_style
         self.mechanism_type = mechanism_type
-        self._app3 = guarantee_single_callable(app)
+        self._app3: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self._user_hook = server_request_hook
         excluded: Optional[ExcludeList] = (
             parse_excluded_urls(excluded_urls) if excluded_urls is not None else get_excluded_urls("ASGI")
@@ -80,7 +80,7 @@ class SentryAsgiMiddleware:
             excluded_urls=excluded,
             tracer_provider=tracer_provider,
             server_request_hook=self._note_server_span,
-            exclude_spans=_excluded_span_names(internal_spans),
+            exclude_spans=_excluded_span_names(internal_spans),  # type: ignore[arg-type]
             http_capture_headers_server_request=http_capture_headers_server_request,
             http_capture_headers_server_response=http_capture_headers_server_response,
             http_capture_headers_sanitize_fields=http_capture_headers_sanitize_fields,
@@ -96,7 +96,7 @@ class SentryAsgiMiddleware:
         try:
             with sentry_sdk.isolation_scope() as sentry_scope:
                 sentry_scope.clear_breadcrumbs()
-                sentry_scope.add_event_processor(partial(_describe_request, request=request))
+                sentry_scope.add_event_processor(partial(_describe_request, request=request))  # type: ignore[arg-type]
                 try:
                     await self._otel(scope, receive, send)
                 except Exception as exc:
@@ -137,9 +137,11 @@ def _excluded_span_names(internal_spans: Union[bool, Sequence[str]]) -> list[str
 def _describe_request(event: dict[str, Any], hint: Any, request: RequestContext) -> dict[str, Any]:
     """Scope event processor: request data on every event of the request, and its name on errors."""
     client = sentry_sdk.get_client()
-    options = convert_options(client, request.transaction_style)
+    options = convert_options(client)
     asgi_scope = request.asgi_scope
-    described = request_from_asgi(asgi_scope, send_default_pii=options.send_default_pii, denylist=options.denylist)
+    described = request_from_asgi(
+        asgi_scope, send_default_pii=options.send_default_pii, denylist=options.denylist
+    )
     event["request"] = {**(event.get("request") or {}), **described}
     if event.get("type") != "transaction" and not event.get("transaction"):
         named = name_from_asgi(asgi_scope, request.transaction_style)
@@ -150,4 +152,4 @@ def _describe_request(event: dict[str, Any], hint: Any, request: RequestContext)
     return event
 
 
-__all__: Iterable[str] = ["SentryAsgiMiddleware"]
+__all__ = ["SentryAsgiMiddleware"]

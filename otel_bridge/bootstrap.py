@@ -1,4 +1,4 @@
-"""``otel_bridge.init()``: sentry-sdk client, OTel ``TracerProvider`` and ``SentrySpanProcessor``, wired once."""
+"""``otel_bridge.init()``: sentry-sdk client, OTel ``TracerProvider`` and span processor, wired once."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import Dsn
 
 from otel_bridge.config import BridgeConfig, ConfigError, read_config
-from otel_bridge.errors import link_to_current_span
+from otel_bridge.errors import prepare_error_event
 from otel_bridge.processor import SentrySpanProcessor
 
 logger = logging.getLogger("otel_bridge")
@@ -157,7 +157,7 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
         provider, created = _tracer_provider(env)
         _start_sentry(config, provider)
         if not _event_processor_added:
-            add_global_event_processor(link_to_current_span)
+            add_global_event_processor(prepare_error_event)
             _event_processor_added = True
 
         processor = SentrySpanProcessor(
@@ -178,5 +178,6 @@ def flush(timeout: float = 2.0) -> bool:
     """Send everything finished so far; ``True`` when it all went out within ``timeout`` seconds."""
     processor = _processor
     if processor is None:
-        return sentry_sdk.get_client().flush(timeout=timeout) is None
+        sentry_sdk.get_client().flush(timeout=timeout)
+        return True
     return processor.force_flush(int(timeout * 1000))

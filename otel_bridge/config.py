@@ -55,7 +55,9 @@ def parse_rate(name: str, raw: object) -> float:
     try:
         rate = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r} is not valid: accepted values are numbers from 0.0 to 1.0") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: accepted values are numbers from 0.0 to 1.0"
+        ) from None
     if not 0.0 <= rate <= 1.0:
         raise ConfigError(f"{name}={raw!r} is not valid: accepted values are numbers from 0.0 to 1.0")
     return rate
@@ -63,7 +65,7 @@ def parse_rate(name: str, raw: object) -> float:
 
 def parse_positive_int(name: str, raw: object) -> int:
     try:
-        number = int(raw)  # type: ignore[call-overload]
+        number: int = int(raw)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise ConfigError(f"{name}={raw!r} is not valid: accepted values are whole numbers above 0") from None
     if number <= 0:
@@ -123,7 +125,9 @@ def read_config(options: Mapping[str, Any], env: Optional[Mapping[str, str]] = N
     if "root_timeout_seconds" in remaining:
         timeout = remaining.pop("root_timeout_seconds")
         if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigError(f"root_timeout_seconds={timeout!r} is not valid: accepted values are seconds above 0")
+            raise ConfigError(
+                f"root_timeout_seconds={timeout!r} is not valid: accepted values are seconds above 0"
+            )
         bridge_values["root_timeout_seconds"] = float(timeout)
 
     return BridgeConfig(

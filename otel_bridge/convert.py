@@ -59,7 +59,6 @@ class ConvertOptions:
     release: Optional[str] = None
     server_name: Optional[str] = None
     public_key: Optional[str] = None
-    transaction_style: str = "endpoint"
 
 
 @dataclass
@@ -146,14 +145,21 @@ def _seconds(nanoseconds: Optional[int]) -> float:
     return (nanoseconds or 0) / 1e9
 
 
-def _span_json(span: ReadableSpan, options: ConvertOptions) -> dict[str, Any]:
+def _ids(span: ReadableSpan) -> tuple[str, str]:
     context = span.get_span_context()
+    if context is None:
+        return format_trace_id(0), format_span_id(0)
+    return format_trace_id(context.trace_id), format_span_id(context.span_id)
+
+
+def _span_json(span: ReadableSpan, options: ConvertOptions) -> dict[str, Any]:
+    trace_id, span_id = _ids(span)
     data = scrub_attributes(
         span.attributes or {}, send_default_pii=options.send_default_pii, denylist=options.denylist
     )
     item: dict[str, Any] = {
-        "trace_id": format_trace_id(context.trace_id),
-        "span_id": format_span_id(context.span_id),
+        "trace_id": trace_id,
+        "span_id": span_id,
         "op": span_op(span),
         "description": span_description(span, options.denylist),
         "status": span_status(span),
@@ -186,8 +192,13 @@ def _resource_value(resource: Mapping[str, Any], *names: str) -> Optional[str]:
 
 
 def dynamic_sampling_context(
-    trace_id: str, name: str, source: str, environment: Optional[str], release: Optional[str],
-    options: ConvertOptions, sample_rate: Optional[float],
+    trace_id: str,
+    name: str,
+    source: str,
+    environment: Optional[str],
+    release: Optional[str],
+    options: ConvertOptions,
+    sample_rate: Optional[float],
 ) -> dict[str, str]:
     dsc = {"trace_id": trace_id, "sampled": "true"}
     if options.public_key:
@@ -265,17 +276,3 @@ def to_transaction(trace: FinishedTrace, options: ConvertOptions) -> dict[str, A
 
 def _json_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def trace_context_of(span: ReadableSpan) -> dict[str, Any]:
-    """``contexts.trace`` for an error event that happened in ``span``."""
-    context = span.get_span_context()
-    result: dict[str, Any] = {
-        "trace_id": format_trace_id(context.trace_id),
-        "span_id": format_span_id(context.span_id),
-        "op": span_op(span),
-        "type": "trace",
-    }
-    if span.parent is not None:
-        result["parent_span_id"] = format_span_id(span.parent.span_id)
-    return result

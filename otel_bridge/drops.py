@@ -18,7 +18,9 @@ REPORT_INTERVAL_SECONDS = 60.0
 class DropCounter:
     """Thread-safe totals of dropped items by ``(reason, category)``; cheap to call on any thread."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, interval: float = REPORT_INTERVAL_SECONDS):
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, interval: float = REPORT_INTERVAL_SECONDS
+    ):
         self._clock = clock
         self._interval = interval
         self._lock = threading.Lock()
@@ -46,7 +48,8 @@ class DropCounter:
                 return
             self._last_report = now
             summary = ", ".join(
-                f"{quantity} {category} ({reason})" for (reason, category), quantity in sorted(self._since_report.items())
+                f"{quantity} {category} ({reason})"
+                for (reason, category), quantity in sorted(self._since_report.items())
             )
             self._since_report.clear()
         logger.warning("otel_bridge dropped %s; see Sentry's client reports for totals", summary)

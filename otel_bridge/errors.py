@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional
 
 import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 from sentry_sdk.utils import event_from_exception
+
+from otel_bridge.privacy import scrub_frame_variables
+from otel_bridge.sending import convert_options
 
 _HINT_KEY = "otel_bridge_trace_linked"
 _REPORTED_ATTRIBUTE = "__otel_bridge_reported__"
@@ -29,14 +33,15 @@ def was_reported(exc: BaseException) -> bool:
 
 
 def mark_reported(exc: BaseException) -> None:
-    try:
+    with contextlib.suppress(AttributeError, TypeError):
         setattr(exc, _REPORTED_ATTRIBUTE, True)
-    except (AttributeError, TypeError):
-        pass
 
 
 def capture_unhandled(
-    exc: BaseException, span_context: Optional[SpanContext], parent_span_id: Optional[int], mechanism_type: str
+    exc: BaseException,
+    span_context: Optional[SpanContext],
+    parent_span_id: Optional[int],
+    mechanism_type: str,
 ) -> None:
     """Report an exception escaping the app, once, with frames from the live traceback."""
     if was_reported(exc):
@@ -55,8 +60,9 @@ def capture_unhandled(
     mark_reported(exc)
 
 
-def link_to_current_span(event: Any, hint: Any) -> Any:
-    """Global event processor: errors captured inside an OTel span point at that span's trace.
+def prepare_error_event(event: Any, hint: Any) -> Any:
+    """Global event processor: errors captured inside an OTel span point at that span's trace, and the
+    local variables of their frames carry no secrets.
 
     It also marks the exception as reported so that no other path (a framework integration of sentry-sdk
     that runs outside, or this bridge's middleware) reports the same exception object a second time.
@@ -69,6 +75,9 @@ def link_to_current_span(event: Any, hint: Any) -> Any:
         if was_reported(exc):
             return None
         mark_reported(exc)
+    if "exception" in event:
+        options = convert_options(sentry_sdk.get_client())
+        scrub_frame_variables(event, send_default_pii=options.send_default_pii, denylist=options.denylist)
     if hint and hint.get(_HINT_KEY):
         return event
     span_context = trace.get_current_span().get_span_context()

@@ -16,7 +16,7 @@ SOURCE_CUSTOM = "custom"
 
 
 def route_template(asgi_scope: Mapping[str, Any]) -> Optional[str]:
-    """The path template of the route Starlette/FastAPI (or any framework setting ``scope["route"]``) chose."""
+    """The path template of the route the framework chose (Starlette/FastAPI set ``scope["route"]``)."""
     route = asgi_scope.get("route")
     if route is None:
         return None

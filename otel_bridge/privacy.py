@@ -15,7 +15,15 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 FILTERED = "[Filtered]"
 
 SENSITIVE_HEADERS = frozenset(
-    {"cookie", "set-cookie", "authorization", "proxy-authorization", "x-api-key", "x-forwarded-for", "x-real-ip"}
+    {
+        "cookie",
+        "set-cookie",
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-forwarded-for",
+        "x-real-ip",
+    }
 )
 
 PERSONAL_ATTRIBUTES = frozenset(
@@ -46,7 +54,7 @@ def _normalized(name: str) -> str:
 
 
 def is_denied(name: str, denylist: Iterable[str]) -> bool:
-    """A key is denied when its last dotted part contains a deny-listed word (``x_api_key``, ``user_password``)."""
+    """Denied when the last dotted part contains a deny-listed word (``x_api_key``, ``user_password``)."""
     last = _normalized(name.rsplit(".", 1)[-1])
     return any(word in last for word in denylist)
 
@@ -112,7 +120,9 @@ def scrub_attributes(
     return safe
 
 
-def filter_headers(headers: Mapping[str, str], *, send_default_pii: bool, denylist: Iterable[str]) -> dict[str, str]:
+def filter_headers(
+    headers: Mapping[str, str], *, send_default_pii: bool, denylist: Iterable[str]
+) -> dict[str, str]:
     """Request headers as Sentry shows them: sensitive ones kept with the value ``[Filtered]``."""
     words = tuple(denylist)
     return {
@@ -121,3 +131,56 @@ def filter_headers(headers: Mapping[str, str], *, send_default_pii: bool, denyli
         else value
         for name, value in headers.items()
     }
+
+
+PLUMBING_MODULES = ("otel_bridge.", "opentelemetry.", "sentry_sdk.", "asgiref.", "uvicorn.", "hypercorn.", "anyio.")
+
+
+def _header_name(serialized: Any) -> str:
+    text = str(serialized)
+    if text[:2] in ("b'", 'b"') and text[-1:] in ("'", '"'):
+        text = text[2:-1]
+    return text
+
+
+def _scrub_value(value: Any, send_default_pii: bool, words: tuple[str, ...], depth: int) -> Any:
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            if is_denied(str(key), words):
+                cleaned[key] = FILTERED
+            elif key == "headers" and isinstance(item, list):
+                cleaned[key] = [_scrub_header_pair(pair, send_default_pii, words) for pair in item]
+            else:
+                cleaned[key] = _scrub_value(item, send_default_pii, words, depth + 1)
+        return cleaned
+    if isinstance(value, list):
+        return [_scrub_value(item, send_default_pii, words, depth + 1) for item in value]
+    return value
+
+
+def _scrub_header_pair(pair: Any, send_default_pii: bool, words: tuple[str, ...]) -> Any:
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        return pair
+    name = _header_name(pair[0])
+    if (not send_default_pii and is_sensitive_header(name)) or is_denied(name, words):
+        return [pair[0], FILTERED]
+    return list(pair)
+
+
+def scrub_frame_variables(event: dict[str, Any], *, send_default_pii: bool, denylist: Iterable[str]) -> None:
+    """Local variables of an error's frames: none from plumbing (ASGI servers and middlewares hold the raw
+    request headers in ``scope``), and in the app's frames deny-listed keys and sensitive headers filtered."""
+    words = tuple(denylist)
+    for exception in (event.get("exception") or {}).get("values") or ():
+        for frame in (exception.get("stacktrace") or {}).get("frames") or ():
+            variables = frame.get("vars")
+            if variables is None:
+                continue
+            module = str(frame.get("module") or "")
+            if module.startswith(PLUMBING_MODULES) or f"{module}.".startswith(PLUMBING_MODULES):
+                del frame["vars"]
+            else:
+                frame["vars"] = _scrub_value(variables, send_default_pii, words, 0)

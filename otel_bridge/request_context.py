@@ -1,4 +1,4 @@
-"""What the middleware knows about the request in flight, for the span processor to pick up at ``on_start``."""
+"""What the middleware knows about the request in flight, for the span processor to pick up."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Read HTTP and other semantic-convention attributes whichever generation (old, stable, or both) wrote them."""
+"""Read semantic-convention attributes whichever generation (old, stable, or both) wrote them."""
 
 from __future__ import annotations
 

@@ -2,39 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import sentry_sdk
 from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
+from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 from sentry_sdk.utils import Dsn
 
 from otel_bridge.convert import ConvertOptions, FinishedTrace, to_transaction
 
-_options_cache: dict[int, ConvertOptions] = {}
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event
+
+_cached: list[tuple[Any, ConvertOptions]] = []
 
 
-def convert_options(client: Any, transaction_style: str) -> ConvertOptions:
-    key = hash((id(client), transaction_style))
-    cached = _options_cache.get(key)
-    if cached is not None:
-        return cached
+def convert_options(client: Any) -> ConvertOptions:
+    """The client's settings that conversion needs, computed once per client."""
+    if _cached and _cached[0][0] is client:
+        return _cached[0][1]
     options = client.options
+    send_default_pii = bool(options.get("send_default_pii"))
     scrubber = options.get("event_scrubber")
-    denylist = tuple(getattr(scrubber, "denylist", ()) or ())
+    if scrubber is not None:
+        denylist = tuple(scrubber.denylist)
+    else:
+        denylist = tuple(DEFAULT_DENYLIST) + (() if send_default_pii else tuple(DEFAULT_PII_DENYLIST))
     public_key: Optional[str] = None
     if options.get("dsn"):
         public_key = Dsn(options["dsn"]).public_key
     result = ConvertOptions(
-        send_default_pii=bool(options.get("send_default_pii")),
+        send_default_pii=send_default_pii,
         denylist=tuple(word.lower() for word in denylist),
         environment=options.get("environment"),
         release=options.get("release"),
         server_name=options.get("server_name"),
         public_key=public_key,
-        transaction_style=transaction_style,
     )
-    _options_cache.clear()
-    _options_cache[key] = result
+    _cached[:] = [(client, result)]
     return result
 
 
@@ -42,8 +47,8 @@ def send_transaction(trace: FinishedTrace, isolation: Optional[Scope], current: 
     client = sentry_sdk.get_client()
     if not client.is_active():
         return
-    options = convert_options(client, trace.transaction_style or "endpoint")
-    event = to_transaction(trace, options)
+    options = convert_options(client)
+    event = cast("Event", to_transaction(trace, options))
     if isolation is None:
         sentry_sdk.capture_event(event)
         return
@@ -53,4 +58,3 @@ def send_transaction(trace: FinishedTrace, isolation: Optional[Scope], current: 
                 sentry_sdk.capture_event(event)
         else:
             sentry_sdk.capture_event(event)
-
