@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import sentry_sdk  # noqa: E402
+
+from tests.receiver import EnvelopeReceiver  # noqa: E402
+
+
+@pytest.fixture
+def receiver() -> Iterator[EnvelopeReceiver]:
+    """A started loopback Sentry endpoint; ``receiver.dsn`` points at it."""
+    with EnvelopeReceiver() as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_sentry_client() -> Iterator[None]:
+    """Close a global sentry-sdk client a test left initialised, so it cannot leak into the next test."""
+    yield
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        client.close(timeout=2)
+        sentry_sdk.get_global_scope().set_client(None)
