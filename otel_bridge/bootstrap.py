@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import inspect
 import logging
 import os
@@ -19,7 +20,7 @@ from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import Dsn
 
 from otel_bridge.config import BridgeConfig, ConfigError, read_config
-from otel_bridge.errors import prepare_error_event
+from otel_bridge.errors import prepare_event
 from otel_bridge.processor import SentrySpanProcessor
 
 logger = logging.getLogger("otel_bridge")
@@ -109,13 +110,31 @@ def _resource_defaults(provider: Optional[TracerProvider]) -> dict[str, str]:
     return found
 
 
+def _overlapping_integrations() -> list[Any]:
+    """sentry-sdk's own Starlette/FastAPI integrations: they would nest a second request scope inside ours,
+    report the same exceptions, and attach request bodies, which this bridge never sends."""
+    found: list[Any] = []
+    for module, name in (
+        ("sentry_sdk.integrations.starlette", "StarletteIntegration"),
+        ("sentry_sdk.integrations.fastapi", "FastApiIntegration"),
+    ):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except Exception:
+            continue
+    return found
+
+
 def _start_sentry(config: BridgeConfig, provider: Optional[TracerProvider]) -> None:
     client = sentry_sdk.get_client()
     if client.is_active():
         client.options["instrumenter"] = "otel"
         return
-    _check_sentry_options(config.sentry_options)
     options: dict[str, Any] = {**_resource_defaults(provider), **config.sentry_options}
+    options["disabled_integrations"] = [
+        *(options.get("disabled_integrations") or ()),
+        *_overlapping_integrations(),
+    ]
     if config.environment:
         options["environment"] = config.environment
     if config.release:
@@ -154,10 +173,12 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
             except Exception as exc:
                 raise ConfigError(f"SENTRY_DSN is not a valid Sentry DSN ({exc})") from None
 
+        if not sentry_sdk.get_client().is_active():
+            _check_sentry_options(config.sentry_options)
         provider, created = _tracer_provider(env)
         _start_sentry(config, provider)
         if not _event_processor_added:
-            add_global_event_processor(prepare_error_event)
+            add_global_event_processor(prepare_event)
             _event_processor_added = True
 
         processor = SentrySpanProcessor(

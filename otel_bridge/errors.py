@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 from sentry_sdk.utils import event_from_exception
 
-from otel_bridge.privacy import scrub_frame_variables
+from otel_bridge.privacy import filter_user, scrub_frame_variables
 from otel_bridge.sending import convert_options
 
 _HINT_KEY = "otel_bridge_trace_linked"
@@ -60,13 +60,16 @@ def capture_unhandled(
     mark_reported(exc)
 
 
-def prepare_error_event(event: Any, hint: Any) -> Any:
-    """Global event processor: errors captured inside an OTel span point at that span's trace, and the
-    local variables of their frames carry no secrets.
+def prepare_event(event: Any, hint: Any) -> Any:
+    """Global event processor: errors captured inside an OTel span point at that span's trace; no event
+    carries the user's identity without ``send_default_pii``, nor secrets in its frames' local variables.
 
     It also marks the exception as reported so that no other path (a framework integration of sentry-sdk
     that runs outside, or this bridge's middleware) reports the same exception object a second time.
     """
+    options = convert_options(sentry_sdk.get_client())
+    if not options.send_default_pii:
+        filter_user(event)
     if event.get("type") == "transaction":
         return event
     exc_info = hint.get("exc_info") if hint else None
@@ -76,7 +79,6 @@ def prepare_error_event(event: Any, hint: Any) -> Any:
             return None
         mark_reported(exc)
     if "exception" in event:
-        options = convert_options(sentry_sdk.get_client())
         scrub_frame_variables(event, send_default_pii=options.send_default_pii, denylist=options.denylist)
     if hint and hint.get(_HINT_KEY):
         return event

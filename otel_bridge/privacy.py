@@ -133,7 +133,28 @@ def filter_headers(
     }
 
 
-PLUMBING_MODULES = ("otel_bridge.", "opentelemetry.", "sentry_sdk.", "asgiref.", "uvicorn.", "hypercorn.", "anyio.")
+PERSONAL_USER_FIELDS = ("id", "username", "email", "ip_address", "name")
+
+
+def filter_user(event: dict[str, Any]) -> None:
+    """Without ``send_default_pii`` the user's identifying fields stay home (the keys say they existed)."""
+    user = event.get("user")
+    if not isinstance(user, dict):
+        return
+    for key in PERSONAL_USER_FIELDS:
+        if key in user:
+            user[key] = FILTERED
+
+
+PLUMBING_MODULES = (
+    "otel_bridge.",
+    "opentelemetry.",
+    "sentry_sdk.",
+    "asgiref.",
+    "uvicorn.",
+    "hypercorn.",
+    "anyio.",
+)
 
 
 def _header_name(serialized: Any) -> str:
