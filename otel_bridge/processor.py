@@ -58,6 +58,7 @@ class SentrySpanProcessor(SpanProcessor):
         self._open: dict[int, _OpenTrace] = {}
         self.drops = DropCounter()
         self._worker = BackgroundWorker(max_queued_traces, self.drops, tick=self._evict_stale_roots)
+        self._worker.start()
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         context = span.get_span_context()

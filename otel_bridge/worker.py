@@ -54,6 +54,10 @@ class BackgroundWorker:
         self._queue = queue.SimpleQueue()
         self._thread = None
 
+    def start(self) -> None:
+        if self._thread is None:
+            self._ensure_thread()
+
     def _ensure_thread(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():

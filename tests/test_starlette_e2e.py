@@ -224,4 +224,7 @@ def test_adopted_client_with_sentry_integrations_still_gives_one_event_and_one_t
     by_name = _by_name(transactions)
     assert by_name["tests.apps.shop.checkout"]["tags"]["order"] == "77"
     assert by_name["tests.apps.shop.item_detail"]["tags"]["item"] == "77"
-    assert error["contexts"]["trace"]["trace_id"] == by_name["tests.apps.shop.checkout"]["contexts"]["trace"]["trace_id"]
+    assert (
+        error["contexts"]["trace"]["trace_id"]
+        == by_name["tests.apps.shop.checkout"]["contexts"]["trace"]["trace_id"]
+    )

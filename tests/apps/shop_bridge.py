@@ -9,4 +9,6 @@ from otel_bridge.asgi import SentryAsgiMiddleware
 from tests.apps.shop import build_app
 
 otel_bridge.init()
-app = SentryAsgiMiddleware(build_app(), transaction_style=os.environ.get("TEST_TRANSACTION_STYLE", "endpoint"))
+app = SentryAsgiMiddleware(
+    build_app(), transaction_style=os.environ.get("TEST_TRANSACTION_STYLE", "endpoint")
+)
