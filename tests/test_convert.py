@@ -78,7 +78,9 @@ def spans() -> Iterator[SpanFactory]:
         (SpanKind.INTERNAL, {}, "default"),
     ],
 )
-def test_op_follows_the_mapping_rules(spans: SpanFactory, kind: SpanKind, attributes: dict[str, Any], op: str) -> None:
+def test_op_follows_the_mapping_rules(
+    spans: SpanFactory, kind: SpanKind, attributes: dict[str, Any], op: str
+) -> None:
     assert span_op(spans.one(kind=kind, attributes=attributes)) == op
 
 
@@ -108,7 +110,9 @@ def test_http_status_codes_map_to_sentry_statuses(code: int, status: str) -> Non
 
 def test_status_prefers_the_http_code_of_either_semconv_generation(spans: SpanFactory) -> None:
     old = spans.one(kind=SpanKind.SERVER, attributes={"http.method": "GET", "http.status_code": 404})
-    new = spans.one(kind=SpanKind.SERVER, attributes={"http.request.method": "GET", "http.response.status_code": 503})
+    new = spans.one(
+        kind=SpanKind.SERVER, attributes={"http.request.method": "GET", "http.response.status_code": 503}
+    )
     assert span_status(old) == "not_found"
     assert span_status(new) == "unavailable"
 
@@ -134,12 +138,17 @@ def test_descriptions(spans: SpanFactory) -> None:
     client = spans.one(
         "GET",
         kind=SpanKind.CLIENT,
-        attributes={"http.request.method": "get", "url.full": "https://user:pw@api.example/v1/items?token=abc"},
+        attributes={
+            "http.request.method": "get",
+            "url.full": "https://user:pw@api.example/v1/items?token=abc",
+        },
     )
     old_client = spans.one(
         "GET", kind=SpanKind.CLIENT, attributes={"http.method": "GET", "http.url": "http://host/path?q=1"}
     )
-    db = spans.one("SELECT", kind=SpanKind.CLIENT, attributes={"db.system": "sqlite", "db.statement": "SELECT 1"})
+    db = spans.one(
+        "SELECT", kind=SpanKind.CLIENT, attributes={"db.system": "sqlite", "db.statement": "SELECT 1"}
+    )
     plain = spans.one("render template")
     assert span_description(client, DENYLIST) == "GET https://api.example/v1/items"
     assert span_description(old_client, DENYLIST) == "GET http://host/path"
@@ -159,7 +168,12 @@ def _server_trace(spans: SpanFactory, attributes: dict[str, Any], children: int 
 def test_transaction_named_by_route_with_children(spans: SpanFactory) -> None:
     trace_ = _server_trace(
         spans,
-        {"http.method": "GET", "http.route": "/items/{id}", "http.target": "/items/42", "http.status_code": 200},
+        {
+            "http.method": "GET",
+            "http.route": "/items/{id}",
+            "http.target": "/items/42",
+            "http.status_code": 200,
+        },
     )
     event = to_transaction(trace_, OPTIONS)
     assert_relay_valid(event)
@@ -255,7 +269,9 @@ def test_dynamic_sampling_context_names_routes_but_never_raw_urls(spans: SpanFac
     routed = to_transaction(
         _server_trace(spans, {"http.method": "GET", "http.route": "/items/{id}"}, children=0), OPTIONS
     )
-    raw = to_transaction(_server_trace(spans, {"http.method": "GET", "http.target": "/items/42"}, children=0), OPTIONS)
+    raw = to_transaction(
+        _server_trace(spans, {"http.method": "GET", "http.target": "/items/42"}, children=0), OPTIONS
+    )
     assert routed["contexts"]["trace"]["dynamic_sampling_context"]["transaction"] == "/items/{id}"
     assert "transaction" not in raw["contexts"]["trace"]["dynamic_sampling_context"]
     assert raw["contexts"]["trace"]["dynamic_sampling_context"]["public_key"] == "abc"

@@ -92,7 +92,11 @@ def test_fields_a_sentry_user_looks_at_agree_with_sentry_sdks_own_middleware() -
         assert _last_frame(ours_error)[field] == _last_frame(their_error)[field]
     assert ours_error["request"]["method"] == their_error["request"]["method"]
     ours_url, their_url = urlsplit(ours_error["request"]["url"]), urlsplit(their_error["request"]["url"])
-    assert (ours_url.scheme, ours_url.hostname, ours_url.path) == (their_url.scheme, their_url.hostname, their_url.path)
+    assert (ours_url.scheme, ours_url.hostname, ours_url.path) == (
+        their_url.scheme,
+        their_url.hostname,
+        their_url.path,
+    )
     for field in ("op", "status"):
         assert ours_tx["contexts"]["trace"][field] == their_tx["contexts"]["trace"][field]
     # Deliberate difference: with no route, sentry-sdk names the transaction by the full URL including the
