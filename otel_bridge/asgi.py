@@ -19,7 +19,7 @@ from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_exclud
 
 from otel_bridge.errors import capture_unhandled
 from otel_bridge.naming import SOURCE_URL, name_from_asgi
-from otel_bridge.request_context import RequestContext, current_request
+from otel_bridge.request_context import RequestContext, current_request, exception_key
 from otel_bridge.request_data import request_from_asgi
 from otel_bridge.sending import convert_options
 
@@ -100,16 +100,14 @@ class SentryAsgiMiddleware:
                 try:
                     await self._otel(scope, receive, send)
                 except Exception as exc:
-                    span = request.server_span
-                    span_context = span.get_span_context() if span is not None else None
-                    parent = getattr(span, "parent", None)
-                    capture_unhandled(
-                        exc, span_context, parent.span_id if parent is not None else None, self.mechanism_type
-                    )
+                    op = f"{scope['type']}.server"
+                    capture_unhandled(exc, request.server_span, op, self.mechanism_type)
+                    request.reported.add(exception_key(exc))
                     raise
         finally:
             _sentry_asgi_applied.reset(sentry_token)
             current_request.reset(request_token)
+            request.close()
 
     def _note_server_span(self, span: Span, scope: Scope) -> None:
         request = current_request.get()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 import sentry_sdk
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from sentry_sdk.consts import ClientConstructor
@@ -22,6 +22,7 @@ from sentry_sdk.utils import Dsn
 from otel_bridge.config import BridgeConfig, ConfigError, read_config
 from otel_bridge.errors import prepare_event
 from otel_bridge.processor import SentrySpanProcessor
+from otel_bridge.propagation import SentryPropagator, default_propagator
 
 logger = logging.getLogger("otel_bridge")
 
@@ -91,11 +92,8 @@ def _tracer_provider(env: Mapping[str, str]) -> tuple[Optional[TracerProvider], 
     return provider, True
 
 
-def _resource_defaults(provider: Optional[TracerProvider]) -> dict[str, str]:
+def _resource_defaults(attributes: Mapping[str, Any]) -> dict[str, str]:
     """environment, release and server_name the OTel resource says, for options the user left unset."""
-    if provider is None:
-        return {}
-    attributes = provider.resource.attributes
     found: dict[str, str] = {}
     for option, names in (
         ("environment", ("deployment.environment.name", "deployment.environment")),
@@ -125,12 +123,14 @@ def _overlapping_integrations() -> list[Any]:
     return found
 
 
-def _start_sentry(config: BridgeConfig, provider: Optional[TracerProvider]) -> None:
+def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
+    """Adopt the active sentry-sdk client (its own tracing switched off) or create one for the bridge."""
     client = sentry_sdk.get_client()
     if client.is_active():
         client.options["instrumenter"] = "otel"
         return
-    options: dict[str, Any] = {**_resource_defaults(provider), **config.sentry_options}
+    _check_sentry_options(config.sentry_options)
+    options: dict[str, Any] = {**_resource_defaults(resource), **config.sentry_options}
     options["disabled_integrations"] = [
         *(options.get("disabled_integrations") or ()),
         *_overlapping_integrations(),
@@ -141,6 +141,35 @@ def _start_sentry(config: BridgeConfig, provider: Optional[TracerProvider]) -> N
         options["release"] = config.release
     options["instrumenter"] = "otel"
     sentry_sdk.init(dsn=config.dsn, **options)
+
+
+def install_propagators(env: Mapping[str, str]) -> None:
+    """W3C trace context, W3C baggage and Sentry's headers, unless ``OTEL_PROPAGATORS`` chose.
+
+    sentry-sdk registers its own (deprecated) propagator under the same entry-point name ``sentry``; where
+    ``OTEL_PROPAGATORS`` named ``sentry`` and got that one, ours takes its place.
+    """
+    if not env.get("OTEL_PROPAGATORS", "").strip():
+        propagate.set_global_textmap(default_propagator())
+        return
+    current = propagate.get_global_textmap()
+    members = getattr(current, "_propagators", None)
+    if isinstance(members, list):
+        members[:] = [
+            SentryPropagator() if type(member).__module__.startswith("sentry_sdk.") else member
+            for member in members
+        ]
+
+
+def install_event_processor() -> None:
+    global _event_processor_added
+    if not _event_processor_added:
+        add_global_event_processor(prepare_event)
+        _event_processor_added = True
+
+
+def active_processor() -> Optional[SentrySpanProcessor]:
+    return _processor
 
 
 def _flush_at_exit() -> None:
@@ -155,7 +184,7 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
     Keyword arguments override ``SENTRY_*``/``OTEL_BRIDGE_*`` variables; any ``sentry_sdk.init`` option is
     passed through. A second call returns the processor of the first.
     """
-    global _processor, _event_processor_added
+    global _processor
     env = os.environ
     config = read_config(options, env)
     with _lock:
@@ -176,10 +205,9 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
         if not sentry_sdk.get_client().is_active():
             _check_sentry_options(config.sentry_options)
         provider, created = _tracer_provider(env)
-        _start_sentry(config, provider)
-        if not _event_processor_added:
-            add_global_event_processor(prepare_event)
-            _event_processor_added = True
+        start_sentry(config, provider.resource.attributes if provider is not None else {})
+        install_event_processor()
+        install_propagators(env)
 
         processor = SentrySpanProcessor(
             max_spans_per_trace=config.max_spans_per_trace,

@@ -111,6 +111,8 @@ def read_config(options: Mapping[str, Any], env: Optional[Mapping[str, str]] = N
     disabled = parse_bool("OTEL_SDK_DISABLED", env.get("OTEL_SDK_DISABLED"))
     validate_otel_environment(env)
 
+    if "send_default_pii" not in remaining and env.get("SENTRY_SEND_DEFAULT_PII", "").strip():
+        remaining["send_default_pii"] = parse_bool("SENTRY_SEND_DEFAULT_PII", env["SENTRY_SEND_DEFAULT_PII"])
     dsn = remaining.pop("dsn", None) or env.get("SENTRY_DSN") or None
     environment = remaining.pop("environment", None) or env.get("SENTRY_ENVIRONMENT") or None
     release = remaining.pop("release", None) or env.get("SENTRY_RELEASE") or None

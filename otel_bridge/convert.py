@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
@@ -15,6 +15,7 @@ from otel_bridge.privacy import scrub_attributes, scrub_url
 from otel_bridge.request_data import request_from_attributes
 
 ORIGIN = "auto.otel"
+MECHANISM = "otel"
 
 _HTTP_STATUS = {
     401: "unauthenticated",
@@ -71,6 +72,7 @@ class FinishedTrace:
     transaction_style: Optional[str] = None
     dropped_spans: int = 0
     sample_rate: Optional[float] = None
+    incoming_dsc: Optional[dict[str, str]] = None
     extra_contexts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -214,18 +216,54 @@ def dynamic_sampling_context(
     return dsc
 
 
-def to_transaction(trace: FinishedTrace, options: ConvertOptions) -> dict[str, Any]:
-    """One Sentry transaction event: the local root as the transaction, the other spans in ``spans``."""
+@dataclass(frozen=True)
+class _TraceFacts:
+    """What every event of one trace shares: its name, where it ran, and the request it served."""
+
+    name: str
+    source: str
+    common: dict[str, Any]
+    resource: dict[str, Any]
+
+    def event_base(self) -> dict[str, Any]:
+        base: dict[str, Any] = {"platform": "python", "transaction": self.name}
+        base["transaction_info"] = {"source": self.source}
+        base.update(self.common)
+        return base
+
+
+def _trace_facts(trace: FinishedTrace, options: ConvertOptions) -> _TraceFacts:
     root = trace.root
-    root_json = _span_json(root, options)
     name, source = transaction_name(trace)
     resource = dict(root.resource.attributes) if root.resource is not None else {}
-    environment = options.environment or _resource_value(
-        resource, "deployment.environment.name", "deployment.environment"
-    )
-    release = options.release or _resource_value(resource, "service.version")
-    server_name = options.server_name or _resource_value(resource, "host.name")
+    common: dict[str, Any] = {}
+    for key, value in (
+        ("environment", options.environment or _resource_value(resource, *_ENVIRONMENT_ATTRIBUTES)),
+        ("release", options.release or _resource_value(resource, "service.version")),
+        ("server_name", options.server_name or _resource_value(resource, "host.name")),
+    ):
+        if value:
+            common[key] = value
+    if trace.asgi_scope is None and root.kind is SpanKind.SERVER:
+        request = request_from_attributes(
+            root.attributes or {}, send_default_pii=options.send_default_pii, denylist=options.denylist
+        )
+        if request:
+            common["request"] = request
+    return _TraceFacts(name, source, common, resource)
 
+
+_ENVIRONMENT_ATTRIBUTES = ("deployment.environment.name", "deployment.environment")
+
+
+def to_transaction(trace: FinishedTrace, options: ConvertOptions) -> dict[str, Any]:
+    """One Sentry transaction event: the local root as the transaction, the other spans in ``spans``."""
+    return _transaction(trace, options, _trace_facts(trace, options))
+
+
+def _transaction(trace: FinishedTrace, options: ConvertOptions, facts: _TraceFacts) -> dict[str, Any]:
+    root = trace.root
+    root_json = _span_json(root, options)
     trace_context: dict[str, Any] = {
         "trace_id": root_json["trace_id"],
         "span_id": root_json["span_id"],
@@ -233,8 +271,16 @@ def to_transaction(trace: FinishedTrace, options: ConvertOptions) -> dict[str, A
         "status": root_json["status"],
         "origin": ORIGIN,
         "type": "trace",
-        "dynamic_sampling_context": dynamic_sampling_context(
-            root_json["trace_id"], name, source, environment, release, options, trace.sample_rate
+        "dynamic_sampling_context": dict(trace.incoming_dsc)
+        if trace.incoming_dsc
+        else dynamic_sampling_context(
+            root_json["trace_id"],
+            facts.name,
+            facts.source,
+            facts.common.get("environment"),
+            facts.common.get("release"),
+            options,
+            trace.sample_rate,
         ),
     }
     if "parent_span_id" in root_json:
@@ -243,35 +289,154 @@ def to_transaction(trace: FinishedTrace, options: ConvertOptions) -> dict[str, A
         trace_context["data"] = root_json["data"]
 
     contexts: dict[str, Any] = {"trace": trace_context, **trace.extra_contexts}
-    if resource:
-        contexts["otel"] = {"resource": {key: _json_value(value) for key, value in resource.items()}}
+    if facts.resource:
+        contexts["otel"] = {"resource": {key: _json_value(value) for key, value in facts.resource.items()}}
 
-    event: dict[str, Any] = {
-        "type": "transaction",
-        "platform": "python",
-        "transaction": name,
-        "transaction_info": {"source": source},
-        "start_timestamp": root_json["start_timestamp"],
-        "timestamp": root_json["timestamp"],
-        "contexts": contexts,
-        "spans": [_span_json(child, options) for child in trace.children],
-    }
+    event = facts.event_base()
+    event.update(
+        {
+            "type": "transaction",
+            "start_timestamp": root_json["start_timestamp"],
+            "timestamp": root_json["timestamp"],
+            "contexts": contexts,
+            "spans": [_span_json(child, options) for child in trace.children],
+        }
+    )
     code = semconv.status_code(root.attributes or {})
     if code is not None:
         contexts["response"] = {"status_code": code}
         event["tags"] = {"http.status_code": str(code)}
-    for key, value in (("environment", environment), ("release", release), ("server_name", server_name)):
-        if value:
-            event[key] = value
-    if trace.asgi_scope is None and root.kind is SpanKind.SERVER:
-        request = request_from_attributes(
-            root.attributes or {}, send_default_pii=options.send_default_pii, denylist=options.denylist
-        )
-        if request:
-            event["request"] = request
     if trace.dropped_spans:
         event["_dropped_spans"] = trace.dropped_spans
     return event
+
+
+@dataclass
+class _Recorded:
+    """One ``exception`` span event, and the outermost span the same exception was recorded on."""
+
+    span: ReadableSpan
+    attributes: Mapping[str, Any]
+    timestamp: int
+    key: tuple[str, str]
+    outermost: Optional[ReadableSpan] = None
+
+
+def _recorded_exceptions(spans: Iterable[ReadableSpan]) -> list[_Recorded]:
+    found = []
+    for span in spans:
+        for span_event in span.events or ():
+            if span_event.name != "exception":
+                continue
+            attributes = span_event.attributes or {}
+            key = (
+                str(attributes.get("exception.type") or ""),
+                str(attributes.get("exception.message") or ""),
+            )
+            found.append(_Recorded(span, attributes, span_event.timestamp or 0, key))
+    found.sort(key=lambda recorded: recorded.timestamp)
+    return found
+
+
+def _span_id(span: ReadableSpan) -> int:
+    context = span.get_span_context()
+    return context.span_id if context is not None else 0
+
+
+def _is_same_or_inside(inner: ReadableSpan, outer: ReadableSpan, parents: Mapping[int, int]) -> bool:
+    current: Optional[int] = _span_id(inner)
+    target = _span_id(outer)
+    for _ in range(len(parents) + 1):
+        if current is None:
+            return False
+        if current == target:
+            return True
+        current = parents.get(current)
+    return False
+
+
+def _escaped(recorded: _Recorded) -> bool:
+    """The exception left the span: ``exception.escaped``, or OTel's context managers set the span's
+    status to ``"Type: message"`` as it passed through (they record ``escaped=False`` even then)."""
+    if str(recorded.attributes.get("exception.escaped", "")).lower() == "true":
+        return True
+    span = recorded.outermost or recorded.span
+    status = span.status
+    if status.status_code is not StatusCode.ERROR or not status.description:
+        return False
+    short_type = recorded.key[0].rsplit(".", 1)[-1]
+    return status.description == f"{short_type}: {recorded.key[1]}"
+
+
+def to_error_events(
+    trace: FinishedTrace,
+    options: ConvertOptions,
+    already_reported: Collection[tuple[str, str]] = (),
+    read_lines: Optional[Callable[[str], Optional[list[str]]]] = None,
+) -> list[dict[str, Any]]:
+    """One error event per exception recorded on the trace's spans, at the innermost span it was recorded on.
+
+    The same exception recorded again by enclosing spans as it propagates is the same event;
+    ``already_reported`` holds ``(exception.type, exception.message)`` of exceptions sent with their live
+    object, which are skipped.
+    """
+    spans = [trace.root, *trace.children]
+    parents = {_span_id(span): span.parent.span_id for span in spans if span.parent is not None}
+    kept: list[_Recorded] = []
+    for recorded in _recorded_exceptions(spans):
+        if recorded.key in already_reported:
+            continue
+        for earlier in kept:
+            if earlier.key == recorded.key and _is_same_or_inside(earlier.span, recorded.span, parents):
+                earlier.outermost = recorded.span
+                break
+        else:
+            kept.append(recorded)
+    if not kept:
+        return []
+    facts = _trace_facts(trace, options)
+    root_id = _span_id(trace.root)
+    return [_error_event(recorded, facts, root_id, read_lines) for recorded in kept]
+
+
+def _error_event(
+    recorded: _Recorded,
+    facts: _TraceFacts,
+    root_id: int,
+    read_lines: Optional[Callable[[str], Optional[list[str]]]],
+) -> dict[str, Any]:
+    from otel_bridge.frames import parse_exception
+
+    attributes = recorded.attributes
+    values = parse_exception(
+        _text(attributes.get("exception.type")),
+        _text(attributes.get("exception.message")),
+        _text(attributes.get("exception.stacktrace")),
+        **({"read_lines": read_lines} if read_lines is not None else {}),
+    )
+    outermost = recorded.outermost or recorded.span
+    crashed = _escaped(recorded) and _span_id(outermost) == root_id
+    if values:
+        values[-1]["mechanism"] = {"type": MECHANISM, "handled": not crashed}
+    span = recorded.span
+    trace_id, span_id = _ids(span)
+    trace_context: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id, "op": span_op(span)}
+    if span.parent is not None:
+        trace_context["parent_span_id"] = format_span_id(span.parent.span_id)
+    event = facts.event_base()
+    event.update(
+        {
+            "level": "error",
+            "timestamp": _seconds(recorded.timestamp),
+            "exception": {"values": values},
+            "contexts": {"trace": trace_context},
+        }
+    )
+    return event
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
 
 
 def _json_value(value: Any) -> Any:

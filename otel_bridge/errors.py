@@ -7,10 +7,11 @@ from typing import Any, Optional
 
 import sentry_sdk
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
+from opentelemetry.trace import Span, SpanContext, format_span_id, format_trace_id
 from sentry_sdk.utils import event_from_exception
 
-from otel_bridge.privacy import filter_user, scrub_frame_variables
+from otel_bridge.privacy import clean_frames, filter_user
+from otel_bridge.request_context import current_request, exception_key
 from otel_bridge.sending import convert_options
 
 _HINT_KEY = "otel_bridge_trace_linked"
@@ -37,13 +38,8 @@ def mark_reported(exc: BaseException) -> None:
         setattr(exc, _REPORTED_ATTRIBUTE, True)
 
 
-def capture_unhandled(
-    exc: BaseException,
-    span_context: Optional[SpanContext],
-    parent_span_id: Optional[int],
-    mechanism_type: str,
-) -> None:
-    """Report an exception escaping the app, once, with frames from the live traceback."""
+def capture_unhandled(exc: BaseException, span: Optional[Span], op: str, mechanism_type: str) -> None:
+    """Report an exception escaping the app, once, with frames from the live traceback, in ``span``."""
     if was_reported(exc):
         return
     client = sentry_sdk.get_client()
@@ -52,8 +48,12 @@ def capture_unhandled(
     event, hint = event_from_exception(
         exc, client_options=client.options, mechanism={"type": mechanism_type, "handled": False}
     )
+    span_context = span.get_span_context() if span is not None else None
     if span_context is not None and span_context.is_valid:
-        event["contexts"] = {"trace": trace_context(span_context, parent_span_id)}
+        parent = getattr(span, "parent", None)
+        linked = trace_context(span_context, parent.span_id if parent is not None else None)
+        linked["op"] = op
+        event["contexts"] = {"trace": linked}
         hint[_HINT_KEY] = True
     event["level"] = "error"
     sentry_sdk.capture_event(event, hint=hint)
@@ -78,8 +78,11 @@ def prepare_event(event: Any, hint: Any) -> Any:
         if was_reported(exc):
             return None
         mark_reported(exc)
+        request = current_request.get()
+        if request is not None:
+            request.reported.add(exception_key(exc))
     if "exception" in event:
-        scrub_frame_variables(event, send_default_pii=options.send_default_pii, denylist=options.denylist)
+        clean_frames(event, send_default_pii=options.send_default_pii, denylist=options.denylist)
     if hint and hint.get(_HINT_KEY):
         return event
     span_context = trace.get_current_span().get_span_context()

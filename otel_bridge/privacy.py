@@ -170,7 +170,7 @@ def _scrub_value(value: Any, send_default_pii: bool, words: tuple[str, ...], dep
     if isinstance(value, dict):
         cleaned: dict[str, Any] = {}
         for key, item in value.items():
-            if is_denied(str(key), words):
+            if is_denied(str(key), words) or (key == "client" and not send_default_pii):
                 cleaned[key] = FILTERED
             elif key == "headers" and isinstance(item, list):
                 cleaned[key] = [_scrub_header_pair(pair, send_default_pii, words) for pair in item]
@@ -191,17 +191,16 @@ def _scrub_header_pair(pair: Any, send_default_pii: bool, words: tuple[str, ...]
     return list(pair)
 
 
-def scrub_frame_variables(event: dict[str, Any], *, send_default_pii: bool, denylist: Iterable[str]) -> None:
-    """Local variables of an error's frames: none from plumbing (ASGI servers and middlewares hold the raw
-    request headers in ``scope``), and in the app's frames deny-listed keys and sensitive headers filtered."""
+def clean_frames(event: dict[str, Any], *, send_default_pii: bool, denylist: Iterable[str]) -> None:
+    """Frames of plumbing (ASGI servers, middlewares, this bridge) are not the app's and keep no local
+    variables: they hold the raw request headers in ``scope``. In the app's frames, deny-listed keys,
+    sensitive headers and (without PII) the client address are filtered."""
     words = tuple(denylist)
     for exception in (event.get("exception") or {}).get("values") or ():
         for frame in (exception.get("stacktrace") or {}).get("frames") or ():
-            variables = frame.get("vars")
-            if variables is None:
-                continue
             module = str(frame.get("module") or "")
             if module.startswith(PLUMBING_MODULES) or f"{module}.".startswith(PLUMBING_MODULES):
-                del frame["vars"]
-            else:
-                frame["vars"] = _scrub_value(variables, send_default_pii, words, 0)
+                frame["in_app"] = False
+                frame.pop("vars", None)
+            elif frame.get("vars") is not None:
+                frame["vars"] = _scrub_value(frame["vars"], send_default_pii, words, 0)

@@ -17,18 +17,35 @@ from sentry_sdk.scope import Scope
 
 from otel_bridge.convert import FinishedTrace
 from otel_bridge.drops import DropCounter
+from otel_bridge.propagation import get_dynamic_sampling_context
 from otel_bridge.request_context import RequestContext, current_request
-from otel_bridge.sending import send_transaction
+from otel_bridge.sending import send_trace
 from otel_bridge.worker import BackgroundWorker
 
 
 class _OpenTrace:
-    __slots__ = ("children", "current", "dropped", "isolation", "members", "request", "root_id", "started")
+    __slots__ = (
+        "children",
+        "current",
+        "dropped",
+        "incoming_dsc",
+        "isolation",
+        "members",
+        "request",
+        "root_id",
+        "started",
+    )
 
     def __init__(
-        self, root_id: int, isolation: Scope, current: Scope, request: Optional[RequestContext]
+        self,
+        root_id: int,
+        isolation: Scope,
+        current: Scope,
+        request: Optional[RequestContext],
+        incoming_dsc: Optional[dict[str, str]],
     ) -> None:
         self.root_id = root_id
+        self.incoming_dsc = incoming_dsc
         self.isolation = isolation
         self.current = current
         self.request = request
@@ -74,6 +91,7 @@ class SentrySpanProcessor(SpanProcessor):
                 sentry_sdk.get_isolation_scope(),
                 sentry_sdk.get_current_scope(),
                 current_request.get(),
+                get_dynamic_sampling_context(parent_context) if parent is not None else None,
             )
             self._open[context.span_id] = trace
             self._owner[context.span_id] = trace
@@ -104,9 +122,18 @@ class SentrySpanProcessor(SpanProcessor):
             asgi_scope=request.asgi_scope if request is not None else None,
             transaction_style=request.transaction_style if request is not None else self._transaction_style,
             dropped_spans=owner.dropped,
+            incoming_dsc=owner.incoming_dsc or None,
         )
         isolation, current = owner.isolation, owner.current
-        self._worker.submit(lambda: send_transaction(finished, isolation, current))
+        reported = request.reported if request is not None else frozenset()
+
+        def hand_off() -> None:
+            self._worker.submit(lambda: send_trace(finished, isolation, current, reported))
+
+        if request is not None:
+            request.hand_off_when_done(hand_off)
+        else:
+            hand_off()
 
     def _forget(self, trace: _OpenTrace) -> None:
         self._open.pop(trace.root_id, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 import sentry_sdk
@@ -9,7 +11,8 @@ from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 from sentry_sdk.utils import Dsn
 
-from otel_bridge.convert import ConvertOptions, FinishedTrace, to_transaction
+from otel_bridge.convert import ConvertOptions, FinishedTrace, to_error_events, to_transaction
+from otel_bridge.request_context import ExceptionKey
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
@@ -43,18 +46,32 @@ def convert_options(client: Any) -> ConvertOptions:
     return result
 
 
-def send_transaction(trace: FinishedTrace, isolation: Optional[Scope], current: Optional[Scope]) -> None:
+def send_trace(
+    trace: FinishedTrace,
+    isolation: Optional[Scope],
+    current: Optional[Scope],
+    already_reported: Collection[ExceptionKey] = (),
+) -> None:
+    """The trace's transaction and one error event per exception its spans recorded, inside its scopes."""
     client = sentry_sdk.get_client()
     if not client.is_active():
         return
     options = convert_options(client)
-    event = cast("Event", to_transaction(trace, options))
+    events = [to_transaction(trace, options), *to_error_events(trace, options, already_reported)]
+    with _scopes_of(isolation, current):
+        for event in events:
+            sentry_sdk.capture_event(cast("Event", event))
+
+
+@contextmanager
+def _scopes_of(isolation: Optional[Scope], current: Optional[Scope]) -> Iterator[None]:
     if isolation is None:
-        sentry_sdk.capture_event(event)
+        with sentry_sdk.new_scope():
+            yield
         return
     with use_isolation_scope(isolation):
         if current is not None and current is not isolation:
             with use_scope(current):
-                sentry_sdk.capture_event(event)
+                yield
         else:
-            sentry_sdk.capture_event(event)
+            yield

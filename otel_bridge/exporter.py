@@ -1,0 +1,92 @@
+"""``SentrySpanExporter``: the zero-code path. A plain ``SpanExporter`` for a ``BatchSpanProcessor``.
+
+    OTEL_TRACES_EXPORTER=otlp,sentry SENTRY_DSN=... opentelemetry-instrument uvicorn app:app
+
+Everything comes from span data: traces are reassembled across batches, request data is rebuilt from the
+server span's attributes. What only the middleware can know (tags and user set in views, breadcrumbs,
+the live exception object) is not available here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import sentry_sdk
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from otel_bridge import bootstrap
+from otel_bridge.assembly import TraceAssembler
+from otel_bridge.config import read_config
+from otel_bridge.drops import DropCounter
+from otel_bridge.sending import send_trace
+
+logger = logging.getLogger("otel_bridge")
+
+
+class SentrySpanExporter(SpanExporter):
+    """Constructible with no arguments: the DSN and options come from ``SENTRY_*``/``OTEL_BRIDGE_*``."""
+
+    def __init__(
+        self,
+        *,
+        max_pending_spans: int = 20_000,
+        max_spans_per_trace: int = 1000,
+        root_timeout_seconds: float = 60.0,
+        **sentry_options: Any,
+    ) -> None:
+        self._config = read_config(sentry_options, os.environ)
+        self._assembler = TraceAssembler(
+            max_pending_spans=max_pending_spans,
+            max_spans_per_trace=max_spans_per_trace,
+            root_timeout_seconds=root_timeout_seconds,
+        )
+        self._lock = threading.Lock()
+        self._started = False
+        self.drops = DropCounter()
+
+    def _ensure_client(self, spans: Sequence[ReadableSpan]) -> bool:
+        if not self._started:
+            self._started = True
+            if self._config.disabled:
+                logger.warning("otel_bridge's exporter is off: OTEL_SDK_DISABLED=true")
+            elif not self._config.dsn and not sentry_sdk.get_client().is_active():
+                logger.warning("otel_bridge's exporter is off: no Sentry DSN (set SENTRY_DSN)")
+            else:
+                resource = spans[0].resource.attributes if spans and spans[0].resource is not None else {}
+                bootstrap.start_sentry(self._config, resource)
+                bootstrap.install_event_processor()
+        return sentry_sdk.get_client().is_active()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if bootstrap.active_processor() is not None:
+            return SpanExportResult.SUCCESS
+        with self._lock:
+            if not self._ensure_client(spans):
+                return SpanExportResult.SUCCESS
+            assembled = self._assembler.add(spans)
+        if assembled.dropped_spans:
+            self.drops.count("buffer_overflow", "span", assembled.dropped_spans)
+        for trace in assembled.finished:
+            try:
+                send_trace(trace, None, None)
+            except Exception:
+                logger.exception("otel_bridge could not send a trace to Sentry")
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        client = sentry_sdk.get_client()
+        if client.is_active():
+            client.flush(timeout=timeout_millis / 1000)
+        return True
+
+    def shutdown(self) -> None:
+        with self._lock:
+            dropped = self._assembler.drain()
+        if dropped:
+            self.drops.count("insufficient_data", "span", dropped)
+        self.force_flush(2000)
