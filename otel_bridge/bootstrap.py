@@ -7,6 +7,7 @@ import importlib
 import inspect
 import logging
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -27,6 +28,10 @@ from otel_bridge.propagation import SentryPropagator, default_propagator
 logger = logging.getLogger("otel_bridge")
 
 EXPORTER_GROUP = "opentelemetry_traces_exporter"
+# sentry-sdk's default of 100 drops most transactions at a few hundred requests a second; 1000 envelopes
+# of a few KiB each stay well bounded. TCP_NODELAY: sentry-sdk's socket options replace urllib3's, and
+# without it every POST waits for the receiver's delayed ACK (about 40 ms each).
+TRANSPORT_QUEUE_SIZE = 1000
 
 _lock = threading.Lock()
 _processor: Optional[SentrySpanProcessor] = None
@@ -140,6 +145,8 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     if config.release:
         options["release"] = config.release
     options["instrumenter"] = "otel"
+    options.setdefault("transport_queue_size", TRANSPORT_QUEUE_SIZE)
+    options.setdefault("socket_options", [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     sentry_sdk.init(dsn=config.dsn, **options)
 
 
