@@ -112,7 +112,11 @@ class TraceAssembler:
         return FinishedTrace(root=root, children=children)
 
     def _evict(self, now: float) -> int:
-        stale = [trace_id for trace_id, waiting in self._waiting.items() if now - waiting.first_seen > self._timeout]
+        stale = [
+            trace_id
+            for trace_id, waiting in self._waiting.items()
+            if now - waiting.first_seen > self._timeout
+        ]
         dropped = 0
         for trace_id in stale:
             dropped += len(self._waiting.pop(trace_id).spans)

@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
 from otel_bridge import semconv
+from otel_bridge.frames import parse_exception
 from otel_bridge.naming import SOURCE_ROUTE, name_from_asgi, name_from_span
 from otel_bridge.privacy import scrub_attributes, scrub_url
 from otel_bridge.request_data import request_from_attributes
@@ -60,6 +61,9 @@ class ConvertOptions:
     release: Optional[str] = None
     server_name: Optional[str] = None
     public_key: Optional[str] = None
+    in_app_include: tuple[str, ...] = ()
+    in_app_exclude: tuple[str, ...] = ()
+    project_root: Optional[str] = None
 
 
 @dataclass
@@ -396,28 +400,30 @@ def to_error_events(
         return []
     facts = _trace_facts(trace, options)
     root_id = _span_id(trace.root)
-    return [_error_event(recorded, facts, root_id, read_lines) for recorded in kept]
+    return [_error_event(recorded, facts, root_id, options, read_lines) for recorded in kept]
 
 
 def _error_event(
     recorded: _Recorded,
     facts: _TraceFacts,
     root_id: int,
+    options: ConvertOptions,
     read_lines: Optional[Callable[[str], Optional[list[str]]]],
 ) -> dict[str, Any]:
-    from otel_bridge.frames import parse_exception
-
     attributes = recorded.attributes
     values = parse_exception(
         _text(attributes.get("exception.type")),
         _text(attributes.get("exception.message")),
         _text(attributes.get("exception.stacktrace")),
-        **({"read_lines": read_lines} if read_lines is not None else {}),
+        read_lines=read_lines,
+        in_app_include=options.in_app_include,
+        in_app_exclude=options.in_app_exclude,
+        project_root=options.project_root,
     )
     outermost = recorded.outermost or recorded.span
     crashed = _escaped(recorded) and _span_id(outermost) == root_id
     if values:
-        values[-1]["mechanism"] = {"type": MECHANISM, "handled": not crashed}
+        values[-1].setdefault("mechanism", {}).update(type=MECHANISM, handled=not crashed)
     span = recorded.span
     trace_id, span_id = _ids(span)
     trace_context: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id, "op": span_op(span)}

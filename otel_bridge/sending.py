@@ -41,6 +41,9 @@ def convert_options(client: Any) -> ConvertOptions:
         release=options.get("release"),
         server_name=options.get("server_name"),
         public_key=public_key,
+        in_app_include=tuple(options.get("in_app_include") or ()),
+        in_app_exclude=tuple(options.get("in_app_exclude") or ()),
+        project_root=options.get("project_root"),
     )
     _cached[:] = [(client, result)]
     return result
