@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Union
 
 import sentry_sdk
 from asgiref.compatibility import guarantee_single_callable
+from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span, TracerProvider
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
@@ -101,7 +102,9 @@ class SentryAsgiMiddleware:
                     await self._otel(scope, receive, send)
                 except Exception as exc:
                     op = f"{scope['type']}.server"
-                    capture_unhandled(exc, request.server_span, op, self.mechanism_type)
+                    capture_unhandled(
+                        exc, request.server_span, request.server_context, op, self.mechanism_type
+                    )
                     request.reported.add(exception_key(exc))
                     raise
         finally:
@@ -113,6 +116,7 @@ class SentryAsgiMiddleware:
         request = current_request.get()
         if request is not None and request.asgi_scope is scope:
             request.server_span = span
+            request.server_context = otel_context.get_current()
         if self._user_hook is not None:
             self._user_hook(span, scope)
 

@@ -20,6 +20,7 @@ from sentry_sdk.consts import ClientConstructor
 from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import Dsn
 
+from otel_bridge import sampling
 from otel_bridge.config import BridgeConfig, ConfigError, read_config
 from otel_bridge.errors import prepare_event
 from otel_bridge.processor import SentrySpanProcessor
@@ -59,7 +60,24 @@ def _exporter_names(env: Mapping[str, str]) -> list[str]:
     return [name.strip().lower() for name in raw.split(",") if name.strip()]
 
 
-def _load_exporters(names: list[str]) -> list[SpanExporter]:
+OTLP_ENTRY_POINTS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+
+
+def _otlp_entry_point(env: Mapping[str, str]) -> str:
+    """``otlp`` is the exporter for ``OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL`` (default grpc), as in the SDK."""
+    variable = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    protocol = env.get(variable, "").strip()
+    if not protocol:
+        variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        protocol = env.get(variable, "").strip() or "grpc"
+    if protocol not in OTLP_ENTRY_POINTS:
+        raise ConfigError(
+            f"{variable}={protocol!r} is not valid: accepted values are {', '.join(OTLP_ENTRY_POINTS)}"
+        )
+    return OTLP_ENTRY_POINTS[protocol]
+
+
+def _load_exporters(names: list[str], env: Mapping[str, str]) -> list[SpanExporter]:
     from importlib.metadata import entry_points
 
     available = {entry.name: entry for entry in entry_points(group=EXPORTER_GROUP)}
@@ -67,7 +85,7 @@ def _load_exporters(names: list[str]) -> list[SpanExporter]:
     for name in names:
         if name in ("none", "sentry"):
             continue
-        entry = available.get(name)
+        entry = available.get(_otlp_entry_point(env) if name == "otlp" else name)
         if entry is None:
             accepted = ", ".join(sorted({"none", "sentry", *available}))
             raise ConfigError(
@@ -89,7 +107,7 @@ def _tracer_provider(env: Mapping[str, str]) -> tuple[Optional[TracerProvider], 
             type(current).__name__,
         )
         return None, False
-    exporters = _load_exporters(_exporter_names(env))
+    exporters = _load_exporters(_exporter_names(env), env)
     provider = TracerProvider()
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -216,6 +234,7 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
         install_event_processor()
         install_propagators(env)
 
+        sampling.configure(config.traces_sample_rate)
         processor = SentrySpanProcessor(
             max_spans_per_trace=config.max_spans_per_trace,
             max_open_traces=config.max_open_traces,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import re
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -15,6 +16,7 @@ from otel_bridge.naming import SOURCE_ROUTE, name_from_asgi, name_from_span
 from otel_bridge.privacy import scrub_attributes, scrub_url
 from otel_bridge.request_data import request_from_attributes
 
+_FRAME_LINE = re.compile(r'^\s*File "([^"\n]+)", line (\d+)', re.MULTILINE)
 ORIGIN = "auto.otel"
 MECHANISM = "otel"
 
@@ -76,6 +78,8 @@ class FinishedTrace:
     transaction_style: Optional[str] = None
     dropped_spans: int = 0
     sample_rate: Optional[float] = None
+    sample_rand: Optional[float] = None
+    sampled: bool = True
     incoming_dsc: Optional[dict[str, str]] = None
     extra_contexts: dict[str, Any] = field(default_factory=dict)
 
@@ -198,25 +202,24 @@ def _resource_value(resource: Mapping[str, Any], *names: str) -> Optional[str]:
 
 
 def dynamic_sampling_context(
-    trace_id: str,
-    name: str,
-    source: str,
-    environment: Optional[str],
-    release: Optional[str],
-    options: ConvertOptions,
-    sample_rate: Optional[float],
+    trace: FinishedTrace, facts: _TraceFacts, options: ConvertOptions
 ) -> dict[str, str]:
-    dsc = {"trace_id": trace_id, "sampled": "true"}
+    """The caller's frozen context when a Sentry SDK sent one, else the one this service starts."""
+    if trace.incoming_dsc:
+        return dict(trace.incoming_dsc)
+    trace_id, _span_id = _ids(trace.root)
+    dsc = {"trace_id": trace_id, "sampled": "true" if trace.sampled else "false"}
     if options.public_key:
         dsc["public_key"] = options.public_key
-    if sample_rate is not None:
-        dsc["sample_rate"] = repr(sample_rate)
-    if environment:
-        dsc["environment"] = environment
-    if release:
-        dsc["release"] = release
-    if source == SOURCE_ROUTE or source == "component" or source == "custom":
-        dsc["transaction"] = name
+    if trace.sample_rate is not None:
+        dsc["sample_rate"] = repr(trace.sample_rate)
+    if trace.sample_rand is not None:
+        dsc["sample_rand"] = f"{trace.sample_rand:.6f}"
+    for key in ("environment", "release"):
+        if facts.common.get(key):
+            dsc[key] = facts.common[key]
+    if facts.source in (SOURCE_ROUTE, "component", "custom"):
+        dsc["transaction"] = facts.name
     return dsc
 
 
@@ -275,17 +278,7 @@ def _transaction(trace: FinishedTrace, options: ConvertOptions, facts: _TraceFac
         "status": root_json["status"],
         "origin": ORIGIN,
         "type": "trace",
-        "dynamic_sampling_context": dict(trace.incoming_dsc)
-        if trace.incoming_dsc
-        else dynamic_sampling_context(
-            root_json["trace_id"],
-            facts.name,
-            facts.source,
-            facts.common.get("environment"),
-            facts.common.get("release"),
-            options,
-            trace.sample_rate,
-        ),
+        "dynamic_sampling_context": dynamic_sampling_context(trace, facts, options),
     }
     if "parent_span_id" in root_json:
         trace_context["parent_span_id"] = root_json["parent_span_id"]
@@ -325,6 +318,15 @@ class _Recorded:
     key: tuple[str, str]
     outermost: Optional[ReadableSpan] = None
 
+    def raise_site(self) -> Optional[tuple[str, int]]:
+        """File and line of the last frame in the recorded traceback text: where it was raised."""
+        text = str(self.attributes.get("exception.stacktrace") or "")
+        matches = _FRAME_LINE.findall(text[-100_000:])
+        if not matches:
+            return None
+        filename, line = matches[-1]
+        return filename, int(line)
+
 
 def _recorded_exceptions(spans: Iterable[ReadableSpan]) -> list[_Recorded]:
     found = []
@@ -360,13 +362,20 @@ def _is_same_or_inside(inner: ReadableSpan, outer: ReadableSpan, parents: Mappin
 
 
 def _escaped(recorded: _Recorded) -> bool:
-    """The exception left the span: ``exception.escaped``, or OTel's context managers set the span's
-    status to ``"Type: message"`` as it passed through (they record ``escaped=False`` even then)."""
+    """The exception left the span: ``exception.escaped``; or OTel's context managers set the span's
+    status to ``"Type: message"`` as it passed through (they record ``escaped=False`` even then); or it is
+    a failed server span that answered 5xx or nothing (frameworks overwrite that status description)."""
     if str(recorded.attributes.get("exception.escaped", "")).lower() == "true":
         return True
     span = recorded.outermost or recorded.span
     status = span.status
-    if status.status_code is not StatusCode.ERROR or not status.description:
+    if status.status_code is not StatusCode.ERROR:
+        return False
+    if span.kind is SpanKind.SERVER:
+        code = semconv.status_code(span.attributes or {})
+        if code is None or code >= 500:
+            return True
+    if not status.description:
         return False
     short_type = recorded.key[0].rsplit(".", 1)[-1]
     return status.description == f"{short_type}: {recorded.key[1]}"
@@ -375,20 +384,20 @@ def _escaped(recorded: _Recorded) -> bool:
 def to_error_events(
     trace: FinishedTrace,
     options: ConvertOptions,
-    already_reported: Collection[tuple[str, str]] = (),
+    already_reported: Container[tuple[Any, ...]] = (),
     read_lines: Optional[Callable[[str], Optional[list[str]]]] = None,
 ) -> list[dict[str, Any]]:
     """One error event per exception recorded on the trace's spans, at the innermost span it was recorded on.
 
     The same exception recorded again by enclosing spans as it propagates is the same event;
-    ``already_reported`` holds ``(exception.type, exception.message)`` of exceptions sent with their live
-    object, which are skipped.
+    ``already_reported`` holds ``(exception.type, exception.message)`` or ``(type, message, (file, line))``
+    of exceptions sent with their live object, which are skipped.
     """
     spans = [trace.root, *trace.children]
     parents = {_span_id(span): span.parent.span_id for span in spans if span.parent is not None}
     kept: list[_Recorded] = []
     for recorded in _recorded_exceptions(spans):
-        if recorded.key in already_reported:
+        if recorded.key in already_reported or (*recorded.key, recorded.raise_site()) in already_reported:
             continue
         for earlier in kept:
             if earlier.key == recorded.key and _is_same_or_inside(earlier.span, recorded.span, parents):
@@ -400,7 +409,8 @@ def to_error_events(
         return []
     facts = _trace_facts(trace, options)
     root_id = _span_id(trace.root)
-    return [_error_event(recorded, facts, root_id, options, read_lines) for recorded in kept]
+    dsc = dynamic_sampling_context(trace, facts, options)
+    return [_error_event(recorded, facts, root_id, options, dsc, read_lines) for recorded in kept]
 
 
 def _error_event(
@@ -408,6 +418,7 @@ def _error_event(
     facts: _TraceFacts,
     root_id: int,
     options: ConvertOptions,
+    dsc: dict[str, str],
     read_lines: Optional[Callable[[str], Optional[list[str]]]],
 ) -> dict[str, Any]:
     attributes = recorded.attributes
@@ -427,6 +438,7 @@ def _error_event(
     span = recorded.span
     trace_id, span_id = _ids(span)
     trace_context: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id, "op": span_op(span)}
+    trace_context["dynamic_sampling_context"] = dsc
     if span.parent is not None:
         trace_context["parent_span_id"] = format_span_id(span.parent.span_id)
     event = facts.event_base()

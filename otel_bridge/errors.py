@@ -7,11 +7,14 @@ from typing import Any, Optional
 
 import sentry_sdk
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext, format_span_id, format_trace_id
 from sentry_sdk.utils import event_from_exception
 
 from otel_bridge.privacy import clean_frames, filter_user
-from otel_bridge.request_context import current_request, exception_key
+from otel_bridge.propagation import get_dynamic_sampling_context
+from otel_bridge.request_context import current_request, exception_key, recent_reports
+from otel_bridge.sampling import head_dsc
 from otel_bridge.sending import convert_options
 
 _HINT_KEY = "otel_bridge_trace_linked"
@@ -38,7 +41,14 @@ def mark_reported(exc: BaseException) -> None:
         setattr(exc, _REPORTED_ATTRIBUTE, True)
 
 
-def capture_unhandled(exc: BaseException, span: Optional[Span], op: str, mechanism_type: str) -> None:
+def dsc_of(span_context: SpanContext, otel_context: Optional[Context] = None) -> dict[str, str]:
+    """The dynamic sampling context of the trace ``span_context`` belongs to, for an error's envelope."""
+    return get_dynamic_sampling_context(otel_context) or head_dsc(span_context)
+
+
+def capture_unhandled(
+    exc: BaseException, span: Optional[Span], otel_context: Optional[Context], op: str, mechanism_type: str
+) -> None:
     """Report an exception escaping the app, once, with frames from the live traceback, in ``span``."""
     if was_reported(exc):
         return
@@ -53,6 +63,7 @@ def capture_unhandled(exc: BaseException, span: Optional[Span], op: str, mechani
         parent = getattr(span, "parent", None)
         linked = trace_context(span_context, parent.span_id if parent is not None else None)
         linked["op"] = op
+        linked["dynamic_sampling_context"] = dsc_of(span_context, otel_context)
         event["contexts"] = {"trace": linked}
         hint[_HINT_KEY] = True
     event["level"] = "error"
@@ -78,6 +89,7 @@ def prepare_event(event: Any, hint: Any) -> Any:
         if was_reported(exc):
             return None
         mark_reported(exc)
+        recent_reports.add(exc)
         request = current_request.get()
         if request is not None:
             request.reported.add(exception_key(exc))
@@ -90,6 +102,7 @@ def prepare_event(event: Any, hint: Any) -> Any:
         contexts = event.setdefault("contexts", {})
         previous = contexts.get("trace") or {}
         linked = trace_context(span_context)
+        linked["dynamic_sampling_context"] = dsc_of(span_context)
         for key in ("op", "status", "data"):
             if key in previous:
                 linked[key] = previous[key]

@@ -19,7 +19,7 @@ import sentry_sdk
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_bridge import bootstrap
+from otel_bridge import bootstrap, sampling
 from otel_bridge.assembly import TraceAssembler
 from otel_bridge.config import read_config
 from otel_bridge.drops import DropCounter
@@ -59,6 +59,7 @@ class SentrySpanExporter(SpanExporter):
             else:
                 resource = spans[0].resource.attributes if spans and spans[0].resource is not None else {}
                 bootstrap.start_sentry(self._config, resource)
+                sampling.configure(self._config.traces_sample_rate)
                 bootstrap.install_event_processor()
         return sentry_sdk.get_client().is_active()
 

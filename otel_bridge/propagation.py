@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Optional
+from typing import Optional
 from urllib.parse import quote, unquote
 
-import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, create_key, get_current, get_value, set_value
@@ -43,6 +42,8 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from otel_bridge.sampling import head_dsc
 
 __all__ = [
     "BAGGAGE_HEADER",
@@ -160,29 +161,6 @@ def get_dynamic_sampling_context(context: Optional[Context] = None) -> Optional[
     return dict(dsc)
 
 
-def _fresh_dsc(span_context: SpanContext) -> dict[str, str]:
-    """A head-of-trace DSC from the active sentry-sdk client, as sentry-sdk's ``Baggage`` builds it."""
-    client = sentry_sdk.get_client()
-    if not client.is_active():
-        return {}
-    options: Mapping[str, Any] = client.options or {}
-    dsc = {"trace_id": trace.format_trace_id(span_context.trace_id)}
-    parsed_dsn = client.parsed_dsn
-    if parsed_dsn is not None:
-        dsc["public_key"] = parsed_dsn.public_key
-        if parsed_dsn.org_id:
-            dsc["org_id"] = parsed_dsn.org_id
-    rate = options.get("traces_sample_rate")
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
-        dsc["sample_rate"] = str(rate)
-    dsc["sampled"] = "true" if span_context.trace_flags.sampled else "false"
-    for option in ("environment", "release"):
-        value = options.get(option)
-        if isinstance(value, str) and value:
-            dsc[option] = value
-    return dsc
-
-
 def _existing_baggage(carrier: object) -> Optional[tuple[list[str], str]]:
     """The keys holding ``baggage`` in a mapping carrier (any case) and their values joined.
 
@@ -269,16 +247,14 @@ class SentryPropagator(TextMapPropagator):
         span_context = trace.get_current_span(context).get_span_context()
         if not span_context.is_valid:
             return
-        flag = "1" if span_context.trace_flags.sampled else "0"
+        dsc = get_dynamic_sampling_context(context) or head_dsc(span_context)
+        sampled = span_context.trace_flags.sampled and dsc.get("sampled") != "false"
         setter.set(
             carrier,
             SENTRY_TRACE_HEADER,
-            f"{trace.format_trace_id(span_context.trace_id)}-{trace.format_span_id(span_context.span_id)}-{flag}",
+            f"{trace.format_trace_id(span_context.trace_id)}-{trace.format_span_id(span_context.span_id)}"
+            f"-{'1' if sampled else '0'}",
         )
-
-        dsc = get_dynamic_sampling_context(context)
-        if dsc is None:
-            dsc = _fresh_dsc(span_context)
         ours = [
             f"{_SENTRY_PREFIX}{quote(key, safe='')}={quote(value, safe='')}" for key, value in dsc.items()
         ]

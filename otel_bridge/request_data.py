@@ -85,6 +85,8 @@ def request_from_attributes(
     words = tuple(denylist)
     path, query = semconv.path_and_query(attributes)
     url = semconv.full_url(attributes)
+    if query is None and url is not None and "?" in url:
+        query = url.split("?", 1)[1].split("#", 1)[0] or None
     if url is None:
         host = semconv.host(attributes)
         scheme = semconv.scheme(attributes) or "http"

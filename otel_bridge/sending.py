@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 import sentry_sdk
@@ -12,7 +13,8 @@ from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 from sentry_sdk.utils import Dsn
 
 from otel_bridge.convert import ConvertOptions, FinishedTrace, to_error_events, to_transaction
-from otel_bridge.request_context import ExceptionKey
+from otel_bridge.request_context import ExceptionKey, Reported, recent_reports
+from otel_bridge.sampling import decide
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
@@ -60,10 +62,26 @@ def send_trace(
     if not client.is_active():
         return
     options = convert_options(client)
-    events = [to_transaction(trace, options), *to_error_events(trace, options, already_reported)]
+    decision = decide(_trace_id(trace), trace.incoming_dsc)
+    trace = replace(
+        trace, sampled=decision.sampled, sample_rand=decision.sample_rand, sample_rate=decision.sample_rate
+    )
+    events = to_error_events(trace, options, Reported(already_reported, recent_reports))
+    if decision.sampled:
+        events.insert(0, to_transaction(trace, options))
+    elif client.transport is not None:
+        client.transport.record_lost_event("sample_rate", data_category="transaction")
+        client.transport.record_lost_event(
+            "sample_rate", data_category="span", quantity=len(trace.children) + 1
+        )
     with _scopes_of(isolation, current):
         for event in events:
             sentry_sdk.capture_event(cast("Event", event))
+
+
+def _trace_id(trace: FinishedTrace) -> int:
+    context = trace.root.get_span_context()
+    return context.trace_id if context is not None else 0
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from otel_bridge.propagation import (
     default_propagator,
     get_dynamic_sampling_context,
 )
+from otel_bridge.sampling import sample_rand_of
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -217,6 +218,7 @@ def test_round_trip_builds_fresh_dsc_from_client() -> None:
         "trace_id": TRACE_HEX,
         "public_key": "key",
         "sample_rate": "1.0",
+        "sample_rand": f"{sample_rand_of(TRACE_ID):.6f}",
         "sampled": "true",
         "environment": "staging",
         "release": "shop@1.2 beta",
