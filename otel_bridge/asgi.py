@@ -6,6 +6,7 @@ that the span processor picks up when the server span starts.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, MutableMapping, Sequence
 from contextvars import ContextVar
 from functools import partial
@@ -18,6 +19,7 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span, TracerProvider
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 
+from otel_bridge.drops import RateLimitedLogger
 from otel_bridge.errors import capture_unhandled
 from otel_bridge.naming import SOURCE_URL, name_from_asgi
 from otel_bridge.request_context import RequestContext, current_request, exception_key
@@ -32,6 +34,7 @@ ASGIApp = Callable[..., Any]
 ServerRequestHook = Optional[Callable[[Span, Scope], None]]
 
 TRANSACTION_STYLES = ("endpoint", "url")
+_untraced = RateLimitedLogger(logging.getLogger("otel_bridge"), interval=60.0)
 SPAN_NAMES = ("receive", "send")
 
 try:
@@ -77,7 +80,7 @@ class SentryAsgiMiddleware:
             parse_excluded_urls(excluded_urls) if excluded_urls is not None else get_excluded_urls("ASGI")
         )
         self._otel = OpenTelemetryMiddleware(
-            self._app3,
+            self._call_app,
             excluded_urls=excluded,
             tracer_provider=tracer_provider,
             server_request_hook=self._note_server_span,
@@ -99,7 +102,17 @@ class SentryAsgiMiddleware:
                 sentry_scope.clear_breadcrumbs()
                 sentry_scope.add_event_processor(partial(_describe_request, request=request))  # type: ignore[arg-type]
                 try:
-                    await self._otel(scope, receive, send)
+                    try:
+                        await self._otel(scope, receive, send)
+                    except Exception:
+                        if request.app_called:
+                            raise
+                        _untraced.warning(
+                            "OpenTelemetry's ASGI middleware failed before the app ran; serving the request "
+                            "untraced",
+                            exc_info=True,
+                        )
+                        await self._app3(scope, receive, send)
                 except Exception as exc:
                     op = f"{scope['type']}.server"
                     capture_unhandled(
@@ -111,6 +124,12 @@ class SentryAsgiMiddleware:
             _sentry_asgi_applied.reset(sentry_token)
             current_request.reset(request_token)
             request.close()
+
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = current_request.get()
+        if request is not None:
+            request.app_called = True
+        await self._app3(scope, receive, send)
 
     def _note_server_span(self, span: Span, scope: Scope) -> None:
         request = current_request.get()

@@ -18,6 +18,16 @@ from otel_bridge.request_data import request_from_attributes
 
 _FRAME_LINE = re.compile(r'^\s*File "([^"\n]+)", line (\d+)', re.MULTILINE)
 ORIGIN = "auto.otel"
+# BaseExceptions that end a request without being a bug: a client that went away, a shutdown.
+NOT_ERRORS = frozenset(
+    {
+        "asyncio.exceptions.CancelledError",
+        "concurrent.futures._base.CancelledError",
+        "KeyboardInterrupt",
+        "SystemExit",
+        "GeneratorExit",
+    }
+)
 MECHANISM = "otel"
 
 _HTTP_STATUS = {
@@ -397,6 +407,8 @@ def to_error_events(
     parents = {_span_id(span): span.parent.span_id for span in spans if span.parent is not None}
     kept: list[_Recorded] = []
     for recorded in _recorded_exceptions(spans):
+        if recorded.key[0] in NOT_ERRORS:
+            continue
         if recorded.key in already_reported or (*recorded.key, recorded.raise_site()) in already_reported:
             continue
         for earlier in kept:

@@ -53,3 +53,25 @@ class DropCounter:
             )
             self._since_report.clear()
         logger.warning("otel_bridge dropped %s; see Sentry's client reports for totals", summary)
+
+
+class RateLimitedLogger:
+    """Warnings that would repeat on every request are logged at most once per ``interval`` seconds."""
+
+    def __init__(self, logger: logging.Logger, interval: float, clock: Callable[[], float] = time.monotonic):
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: Optional[float] = None
+        self._suppressed = 0
+
+    def warning(self, message: str, *, exc_info: bool = False) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._last is not None and now - self._last < self._interval:
+                self._suppressed += 1
+                return
+            self._last, suppressed, self._suppressed = now, self._suppressed, 0
+        suffix = f" ({suppressed} more like it since the last report)" if suppressed else ""
+        self._logger.warning("%s%s", message, suffix, exc_info=exc_info)

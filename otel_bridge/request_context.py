@@ -96,6 +96,7 @@ class RequestContext:
     transaction_style: str
     server_span: Optional[Span] = None
     server_context: Optional[Context] = None
+    app_called: bool = False
     reported: set[ExceptionKey] = field(default_factory=set)
     _waiting: list[Callable[[], Any]] = field(default_factory=list)
     _closed: bool = False
