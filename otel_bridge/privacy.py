@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 FILTERED = "[Filtered]"
 
@@ -75,7 +75,7 @@ def scrub_query(query: str, denylist: Iterable[str]) -> str:
         decoded_key = parse_qsl(key + "=x", keep_blank_values=True)
         plain_key = decoded_key[0][0] if decoded_key else key
         if sep and is_denied(plain_key, words):
-            parts.append(f"{key}={quote(FILTERED)}")
+            parts.append(f"{key}={FILTERED}")
             changed = True
         else:
             parts.append(pair)
