@@ -11,7 +11,9 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 import sentry_sdk  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
+from otel_bridge import SentrySpanProcessor  # noqa: E402
 from tests.receiver import EnvelopeReceiver  # noqa: E402
 
 
@@ -20,6 +22,17 @@ def receiver() -> Iterator[EnvelopeReceiver]:
     """A started loopback Sentry endpoint; ``receiver.dsn`` points at it."""
     with EnvelopeReceiver() as started:
         yield started
+
+
+@pytest.fixture
+def traced(receiver: EnvelopeReceiver) -> Iterator[tuple[TracerProvider, SentrySpanProcessor]]:
+    """A sentry-sdk client sending to ``receiver`` and a private ``TracerProvider`` with the processor."""
+    sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel")
+    provider = TracerProvider()
+    processor = SentrySpanProcessor()
+    provider.add_span_processor(processor)
+    yield provider, processor
+    provider.shutdown()
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Callable, Optional
 
 import pytest
@@ -21,16 +21,6 @@ from tests.relay import assert_relay_valid
 
 Message = MutableMapping[str, Any]
 App = Callable[..., Any]
-
-
-@pytest.fixture
-def traced(receiver: EnvelopeReceiver) -> Iterator[tuple[TracerProvider, SentrySpanProcessor]]:
-    sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel")
-    provider = TracerProvider()
-    processor = SentrySpanProcessor()
-    provider.add_span_processor(processor)
-    yield provider, processor
-    provider.shutdown()
 
 
 def scope_with(headers: list[tuple[bytes, bytes]], **overrides: Any) -> dict[str, Any]:

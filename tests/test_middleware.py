@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -16,16 +16,6 @@ from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 
 Message = MutableMapping[str, Any]
-
-
-@pytest.fixture
-def traced(receiver: EnvelopeReceiver) -> Iterator[tuple[TracerProvider, SentrySpanProcessor]]:
-    sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel")
-    provider = TracerProvider()
-    processor = SentrySpanProcessor()
-    provider.add_span_processor(processor)
-    yield provider, processor
-    provider.shutdown()
 
 
 def http_scope(path: str = "/", query: bytes = b"") -> dict[str, Any]:
