@@ -11,10 +11,11 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext, format_span_id, format_trace_id
 from sentry_sdk.utils import event_from_exception
 
+from otel_bridge.naming import current_route_name
 from otel_bridge.privacy import clean_frames, filter_user
 from otel_bridge.propagation import get_dynamic_sampling_context
 from otel_bridge.request_context import current_request, exception_key, recent_reports
-from otel_bridge.sampling import head_dsc
+from otel_bridge.sampling import started_dsc
 from otel_bridge.sending import convert_options
 
 _HINT_KEY = "otel_bridge_trace_linked"
@@ -43,7 +44,7 @@ def mark_reported(exc: BaseException) -> None:
 
 def dsc_of(span_context: SpanContext, otel_context: Optional[Context] = None) -> dict[str, str]:
     """The dynamic sampling context of the trace ``span_context`` belongs to, for an error's envelope."""
-    return get_dynamic_sampling_context(otel_context) or head_dsc(span_context)
+    return get_dynamic_sampling_context(otel_context) or started_dsc(span_context, current_route_name())
 
 
 def capture_unhandled(

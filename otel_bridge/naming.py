@@ -8,6 +8,7 @@ from typing import Any, Optional
 from sentry_sdk.utils import transaction_from_function
 
 from otel_bridge import semconv
+from otel_bridge.request_context import current_request
 
 SOURCE_ROUTE = "route"
 SOURCE_COMPONENT = "component"
@@ -58,3 +59,12 @@ def name_from_span(span_name: str, attributes: Mapping[str, Any]) -> tuple[str, 
         if path:
             return path, SOURCE_URL
     return span_name, SOURCE_CUSTOM
+
+
+def current_route_name() -> Optional[str]:
+    """The route or endpoint name of the request in flight, once the framework has routed it."""
+    request = current_request.get()
+    if request is None:
+        return None
+    named = name_from_asgi(request.asgi_scope, request.transaction_style)
+    return named[0] if named is not None else None

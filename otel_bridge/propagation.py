@@ -43,7 +43,8 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_bridge.sampling import head_dsc
+from otel_bridge.naming import current_route_name
+from otel_bridge.sampling import started_dsc
 
 __all__ = [
     "BAGGAGE_HEADER",
@@ -247,7 +248,7 @@ class SentryPropagator(TextMapPropagator):
         span_context = trace.get_current_span(context).get_span_context()
         if not span_context.is_valid:
             return
-        dsc = get_dynamic_sampling_context(context) or head_dsc(span_context)
+        dsc = get_dynamic_sampling_context(context) or started_dsc(span_context, current_route_name())
         sampled = span_context.trace_flags.sampled and dsc.get("sampled") != "false"
         setter.set(
             carrier,

@@ -8,6 +8,8 @@ Errors are never thinned by it.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from random import Random
@@ -59,6 +61,50 @@ def decide(trace_id: int, incoming: Optional[Mapping[str, str]], rate: Optional[
     if caller_said in ("true", "false"):
         return Decision(caller_said == "true", rand, rate)
     return Decision(rand < rate, rand, rate)
+
+
+class _FrozenContexts:
+    """The DSC of each trace this service started and already sent on: Sentry freezes it at that moment,
+    so the trace's own events must carry the very same one (bounded; oldest forgotten first)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._by_trace: OrderedDict[int, dict[str, str]] = OrderedDict()
+
+    def freeze(self, trace_id: int, dsc: dict[str, str]) -> dict[str, str]:
+        with self._lock:
+            frozen = self._by_trace.setdefault(trace_id, dsc)
+            self._by_trace.move_to_end(trace_id)
+            while len(self._by_trace) > self._size:
+                self._by_trace.popitem(last=False)
+        return dict(frozen)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_trace.clear()
+
+    def get(self, trace_id: int) -> Optional[dict[str, str]]:
+        with self._lock:
+            frozen = self._by_trace.get(trace_id)
+        return dict(frozen) if frozen is not None else None
+
+
+frozen_contexts = _FrozenContexts()
+
+
+def started_dsc(span_context: SpanContext, transaction: Optional[str]) -> dict[str, str]:
+    """The DSC of a trace this service started: made at its first use (sent on, or put on an error event)
+    with the transaction name known by then, and frozen for every later use."""
+    frozen = frozen_contexts.get(span_context.trace_id)
+    if frozen is not None:
+        return frozen
+    dsc = head_dsc(span_context)
+    if not dsc:
+        return dsc
+    if transaction:
+        dsc["transaction"] = transaction
+    return frozen_contexts.freeze(span_context.trace_id, dsc)
 
 
 def head_dsc(span_context: SpanContext, decision: Optional[Decision] = None) -> dict[str, str]:

@@ -14,7 +14,7 @@ from sentry_sdk.utils import Dsn
 
 from otel_bridge.convert import ConvertOptions, FinishedTrace, to_error_events, to_transaction
 from otel_bridge.request_context import ExceptionKey, Reported, recent_reports
-from otel_bridge.sampling import decide
+from otel_bridge.sampling import decide, frozen_contexts
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
@@ -62,9 +62,15 @@ def send_trace(
     if not client.is_active():
         return
     options = convert_options(client)
-    decision = decide(_trace_id(trace), trace.incoming_dsc)
+    trace_id = _trace_id(trace)
+    incoming = trace.incoming_dsc or frozen_contexts.get(trace_id)
+    decision = decide(trace_id, incoming)
     trace = replace(
-        trace, sampled=decision.sampled, sample_rand=decision.sample_rand, sample_rate=decision.sample_rate
+        trace,
+        incoming_dsc=incoming,
+        sampled=decision.sampled,
+        sample_rand=decision.sample_rand,
+        sample_rate=decision.sample_rate,
     )
     events = to_error_events(trace, options, Reported(already_reported, recent_reports))
     if decision.sampled:

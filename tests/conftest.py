@@ -14,6 +14,7 @@ import sentry_sdk  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
 from otel_bridge import SentrySpanProcessor  # noqa: E402
+from otel_bridge.sampling import frozen_contexts  # noqa: E402
 from tests.receiver import EnvelopeReceiver  # noqa: E402
 
 
@@ -33,6 +34,14 @@ def traced(receiver: EnvelopeReceiver) -> Iterator[tuple[TracerProvider, SentryS
     provider.add_span_processor(processor)
     yield provider, processor
     provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_frozen_sampling_contexts() -> Iterator[None]:
+    """Tests reuse trace ids; a DSC frozen by one must not be the next one's."""
+    frozen_contexts.clear()
+    yield
+    frozen_contexts.clear()
 
 
 @pytest.fixture(autouse=True)
