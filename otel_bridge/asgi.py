@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span, TracerProvider
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 
+from otel_bridge.bootstrap import flush_before_exit
 from otel_bridge.drops import RateLimitedLogger
 from otel_bridge.errors import capture_unhandled
 from otel_bridge.naming import SOURCE_URL, name_from_asgi
@@ -91,7 +92,11 @@ class SentryAsgiMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") not in ("http", "websocket"):
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await self._app3(scope, receive, _flushing_at_shutdown(send))
+            return
+        if kind not in ("http", "websocket"):
             await self._app3(scope, receive, send)
             return
         request = RequestContext(scope, self.transaction_style)
@@ -138,6 +143,19 @@ class SentryAsgiMiddleware:
             request.server_context = otel_context.get_current()
         if self._user_hook is not None:
             self._user_hook(span, scope)
+
+
+def _flushing_at_shutdown(send: Send) -> Send:
+    """Servers end the process right after the lifespan shutdown (uvicorn re-raises SIGTERM, so ``atexit``
+    never runs): what is still queued for Sentry is sent first, for at most sentry-sdk's
+    ``shutdown_timeout`` (2 s by default)."""
+
+    async def send_after_flushing(message: Message) -> None:
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            flush_before_exit()
+        await send(message)
+
+    return send_after_flushing
 
 
 def _excluded_span_names(internal_spans: Union[bool, Sequence[str]]) -> list[str]:

@@ -197,12 +197,6 @@ def active_processor() -> Optional[SentrySpanProcessor]:
     return _processor
 
 
-def _flush_at_exit() -> None:
-    processor = _processor
-    if processor is not None:
-        processor.force_flush(2000)
-
-
 def init(**options: Any) -> Optional[SentrySpanProcessor]:
     """Make every OTel span and exception reach Sentry; see the README. Returns the processor, or ``None``.
 
@@ -244,7 +238,7 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
         if provider is not None:
             provider.add_span_processor(processor)
         _processor = processor
-        atexit.register(_flush_at_exit)
+        atexit.register(flush_before_exit)
         logger.debug("otel_bridge on (TracerProvider %s)", "created" if created else "adopted")
         return processor
 
@@ -256,3 +250,10 @@ def flush(timeout: float = 2.0) -> bool:
         sentry_sdk.get_client().flush(timeout=timeout)
         return True
     return processor.force_flush(int(timeout * 1000))
+
+
+def flush_before_exit() -> None:
+    """Bounded by sentry-sdk's ``shutdown_timeout`` (2 s by default)."""
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        flush(timeout=float(client.options.get("shutdown_timeout") or 2))

@@ -237,6 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     timeout = 30
+    # Headers and body go out in two writes; with Nagle on, each answer waits for the client's delayed ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -291,6 +293,7 @@ class EnvelopeReceiver:
         self.project_id = project_id
         self._cond = threading.Condition(threading.RLock())
         self._requests: list[ReceivedRequest] = []
+        self._counts: Counter[str] = Counter()
         self._server_errors: list[str] = []
         self._answer = _Answer()
         self._server: Optional[_Server] = None
@@ -417,6 +420,8 @@ class EnvelopeReceiver:
         )
         with self._cond:
             self._requests.append(request)
+            if envelope is not None:
+                self._counts.update(item.type for item in envelope.items)
             self._cond.notify_all()
         if error is not None:
             return status, {}, json.dumps({"detail": error}).encode(), 0.0
@@ -475,6 +480,7 @@ class EnvelopeReceiver:
     def clear(self) -> None:
         with self._cond:
             self._requests.clear()
+            self._counts.clear()
             self._server_errors.clear()
 
     def wait_for(self, predicate: Callable[[EnvelopeReceiver], bool], timeout: float = 10.0) -> bool:
@@ -488,7 +494,7 @@ class EnvelopeReceiver:
         return self._wait_for_payloads("event", n, timeout)
 
     def _wait_for_payloads(self, type: str, n: int, timeout: float) -> list[dict[str, Any]]:
-        if not self.wait_for(lambda r: len(r._payloads(type)) >= n, timeout):
+        if not self.wait_for(lambda r: r._counts[type] >= n, timeout):
             raise AssertionError(
                 f"expected at least {n} {type} item(s) within {timeout}s, got {len(self._payloads(type))}\n"
                 + self.summary()
