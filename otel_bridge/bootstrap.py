@@ -22,7 +22,7 @@ from sentry_sdk.utils import Dsn
 
 from otel_bridge import sampling
 from otel_bridge.config import BridgeConfig, ConfigError, read_config
-from otel_bridge.errors import prepare_event
+from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
 from otel_bridge.propagation import SentryPropagator, default_propagator
 
@@ -190,6 +190,7 @@ def install_event_processor() -> None:
     global _event_processor_added
     if not _event_processor_added:
         add_global_event_processor(prepare_event)
+        install_span_exception_marking()
         _event_processor_added = True
 
 

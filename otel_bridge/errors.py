@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Optional
 
 import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Span, SpanContext, format_span_id, format_trace_id
 from sentry_sdk.utils import event_from_exception
 
@@ -31,6 +33,28 @@ def trace_context(span_context: SpanContext, parent_span_id: Optional[int] = Non
     if parent_span_id:
         result["parent_span_id"] = format_span_id(parent_span_id)
     return result
+
+
+_ON_SPAN_ATTRIBUTE = "__otel_bridge_on_sampled_span__"
+
+
+def install_span_exception_marking() -> None:
+    """Mark exceptions as they are recorded on a sampled span, which the span processor or exporter will
+    report with their trace. sentry-sdk's logging integration then need not report them a second time
+    (servers log the exceptions that escaped the app, outside of any span)."""
+    original = SdkSpan.record_exception
+    if getattr(original, "_otel_bridge_marks", False):
+        return
+
+    @functools.wraps(original)
+    def record_exception(self: SdkSpan, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        if self.is_recording() and self.get_span_context().trace_flags.sampled:
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(exception, _ON_SPAN_ATTRIBUTE, True)
+        original(self, exception, *args, **kwargs)
+
+    record_exception._otel_bridge_marks = True  # type: ignore[attr-defined]
+    SdkSpan.record_exception = record_exception  # type: ignore[method-assign]
 
 
 def was_reported(exc: BaseException) -> bool:
@@ -88,6 +112,8 @@ def prepare_event(event: Any, hint: Any) -> Any:
     exc = exc_info[1] if exc_info else None
     if exc is not None:
         if was_reported(exc):
+            return None
+        if hint.get("log_record") is not None and getattr(exc, _ON_SPAN_ATTRIBUTE, False):
             return None
         mark_reported(exc)
         recent_reports.add(exc)

@@ -28,7 +28,10 @@ def sdk_client(dsn: str, **options: Any) -> Iterator[sentry_sdk.Client]:
         dsn=dsn, default_integrations=False, auto_enabling_integrations=False, **options
     )
     try:
-        with sentry_sdk.new_scope() as scope:
+        with sentry_sdk.isolation_scope() as isolation, sentry_sdk.new_scope() as scope:
+            # A fresh trace: sentry-sdk caches the sampling context it derived from whatever client was
+            # current when an earlier test first needed it.
+            isolation.set_new_propagation_context()
             scope.set_client(client)
             yield client
     finally:
