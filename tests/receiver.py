@@ -13,6 +13,7 @@ import importlib
 import json
 import re
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -104,6 +105,7 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     body: Optional[bytes] = None
     delay: float = 0.0
+    raw: Optional[bytes] = None
 
 
 def _skip_whitespace(data: bytes, offset: int) -> int:
@@ -206,11 +208,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, receiver: EnvelopeReceiver) -> None:
+    def __init__(self, receiver: EnvelopeReceiver, port: int = 0) -> None:
         self.receiver = receiver
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:
@@ -274,6 +276,12 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if delay > 0:
             time.sleep(delay)
+        raw = self.server.receiver._raw_answer()
+        if raw is not None:
+            self.wfile.write(raw)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
         self.send_response(status)
         lowered = {k.lower() for k in headers}
         for name, value in headers.items():
@@ -288,9 +296,10 @@ class _Handler(BaseHTTPRequestHandler):
 class EnvelopeReceiver:
     """A Sentry-compatible ingestion endpoint on 127.0.0.1 that records every request in order."""
 
-    def __init__(self, key: str = DEFAULT_KEY, project_id: str = PROJECT_ID) -> None:
+    def __init__(self, key: str = DEFAULT_KEY, project_id: str = PROJECT_ID, port: int = 0) -> None:
         self.key = key
         self.project_id = project_id
+        self._requested_port = port
         self._cond = threading.Condition(threading.RLock())
         self._requests: list[ReceivedRequest] = []
         self._counts: Counter[str] = Counter()
@@ -302,7 +311,7 @@ class EnvelopeReceiver:
     def start(self) -> EnvelopeReceiver:
         if self._server is not None:
             raise RuntimeError("EnvelopeReceiver already started")
-        self._server = _Server(self)
+        self._server = _Server(self, self._requested_port)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -353,13 +362,22 @@ class EnvelopeReceiver:
         headers: Optional[Mapping[str, str]] = None,
         body: Optional[bytes] = None,
         delay: float = 0.0,
+        raw: Optional[bytes] = None,
     ) -> None:
         """Set the answer for following valid requests; ``body=None`` answers like Sentry does.
 
-        With no arguments this restores the default: 200 and ``{"id": "<event id>"}``.
+        ``raw`` replaces the whole HTTP answer with those bytes, then the connection is reset: ``b""``
+        resets it without a word, anything else is a garbage answer. With no arguments this restores the
+        default: 200 and ``{"id": "<event id>"}``.
         """
         with self._cond:
-            self._answer = _Answer(status=status, headers=dict(headers or {}), body=body, delay=delay)
+            self._answer = _Answer(
+                status=status, headers=dict(headers or {}), body=body, delay=delay, raw=raw
+            )
+
+    def _raw_answer(self) -> Optional[bytes]:
+        with self._cond:
+            return self._answer.raw
 
     def _record_server_error(self, text: str) -> None:
         with self._cond:
