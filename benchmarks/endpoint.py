@@ -8,6 +8,10 @@ project's counts as JSON (``GET /counts?project=<id>`` one project's); ``POST /r
 Run it in its own process so that its CPU does not count against what is measured::
 
     python benchmarks/endpoint.py --port 0   # prints "READY <port>" once it listens
+    python benchmarks/endpoint.py --port 0 --delay-ms 20   # answers envelopes after 20 ms, as a far ingest
+
+An envelope is counted when it arrives; the answer follows after ``--delay-ms``. Every connection has its
+own thread, so concurrent senders each wait the delay once, not one after another.
 
 It only ever listens on 127.0.0.1.
 """
@@ -22,6 +26,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -216,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.counts.record(
                 matched.group("project"), body, self.headers.get("Content-Encoding", "")
             )
+            if self.server.delay > 0:
+                time.sleep(self.server.delay)
             self._answer(200, {})
         elif path == "/reset":
             self.server.counts.reset(self._project_query())
@@ -238,14 +245,20 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, port: int, quickack: bool = True) -> None:
+    def __init__(self, port: int, quickack: bool = True, delay: float = 0.0) -> None:
         super().__init__((HOST, port), _Handler)
         self.counts = Counts()
         self.quickack = quickack
+        self.delay = delay
 
 
-def serve(port: int = 0, ready: Callable[[int], None] = lambda port: None, quickack: bool = True) -> None:
-    with _Server(port, quickack) as server:
+def serve(
+    port: int = 0,
+    ready: Callable[[int], None] = lambda port: None,
+    quickack: bool = True,
+    delay: float = 0.0,
+) -> None:
+    with _Server(port, quickack, delay) as server:
         ready(server.server_address[1])
         server.serve_forever(poll_interval=0.2)
 
@@ -258,13 +271,21 @@ def main(argv: Optional[list[str]] = None) -> None:
         action="store_true",
         help="ACK as the kernel likes (delayed): shows the ~40 ms per envelope a client with Nagle on pays",
     )
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="answer every envelope this many milliseconds after it arrived (default 0)",
+    )
     args = parser.parse_args(argv)
+    if args.delay_ms < 0:
+        parser.error("--delay-ms must not be negative")
 
     def announce(port: int) -> None:
         print(f"READY {port}", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        serve(args.port, announce, quickack=not args.no_quickack)
+        serve(args.port, announce, quickack=not args.no_quickack, delay=args.delay_ms / 1000)
     sys.exit(0)
 
 

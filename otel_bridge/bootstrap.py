@@ -25,6 +25,7 @@ from otel_bridge.config import BridgeConfig, ConfigError, read_config
 from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
 from otel_bridge.propagation import SentryPropagator, default_propagator
+from otel_bridge.transport import ConcurrentHttpTransport
 
 logger = logging.getLogger("otel_bridge")
 
@@ -165,6 +166,8 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     options["instrumenter"] = "otel"
     options.setdefault("transport_queue_size", TRANSPORT_QUEUE_SIZE)
     options.setdefault("socket_options", [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    if options.get("transport") is None:
+        options["transport"] = ConcurrentHttpTransport
     sentry_sdk.init(dsn=config.dsn, **options)
 
 

@@ -175,8 +175,8 @@ def test_sigterm_right_after_a_burst_loses_no_finished_request(prompt_receiver: 
 
 def test_sigterm_with_a_slow_sentry_loses_no_finished_request(prompt_receiver: EnvelopeReceiver) -> None:
     receiver = prompt_receiver
-    receiver.respond_with(200, delay=0.05)
-    paths = _paths_for_sigterm(15)
+    receiver.respond_with(200, delay=0.5)
+    paths = _paths_for_sigterm(60)
     with run_app(APP, env={"SENTRY_DSN": receiver.dsn}) as server:
         code, shutdown_seconds, sent_before = _burst_then_sigterm(server, receiver, paths)
     assert code in UVICORN_EXIT_CODES
@@ -188,11 +188,11 @@ def test_sigterm_to_gunicorn_with_a_slow_sentry_loses_no_finished_request(
     prompt_receiver: EnvelopeReceiver,
 ) -> None:
     receiver = prompt_receiver
-    paths = _paths_for_sigterm(15)
+    paths = _paths_for_sigterm(60)
     with run_gunicorn(APP, {"SENTRY_DSN": receiver.dsn}, workers=2) as server:
         receiver.wait_for_transactions(1)
         receiver.clear()
-        receiver.respond_with(200, delay=0.05)
+        receiver.respond_with(200, delay=0.5)
         code, shutdown_seconds, sent_before = _burst_then_sigterm(server, receiver, paths)
     assert code == 0
     assert sent_before < len(paths), "the slow endpoint should leave events queued at SIGTERM"

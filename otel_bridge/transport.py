@@ -1,0 +1,337 @@
+"""A sentry-sdk transport that sends envelopes concurrently over kept-alive connections.
+
+sentry-sdk's ``HttpTransport`` sends one envelope at a time from one thread: at 20 ms per answer it delivers
+at most 50 envelopes a second and drops the rest once its queue is full. ``ConcurrentHttpTransport`` keeps
+everything of ``HttpTransport`` (auth header, serialization and compression, rate limits, client reports,
+413 handling, proxies and TLS options) and replaces only the worker: up to ``max_threads`` sender threads,
+started as the backlog needs them, over one urllib3 pool that keeps that many connections alive. The queue
+stays bounded (``transport_queue_size``); what does not fit is counted as ``queue_overflow``. Rate limits
+only grow when answers arrive out of order, and a client report that fails to go out is counted again.
+
+Requires sentry-sdk 2.57 or later (``HttpTransportCore._create_worker``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+import zlib
+from collections import deque
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import HttpTransport
+from sentry_sdk.worker import Worker
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import EventDataCategory
+    from sentry_sdk.envelope import Item
+
+logger = logging.getLogger("otel_bridge")
+sdk_logger = logging.getLogger("sentry_sdk.errors")
+
+DEFAULT_MAX_THREADS = 32
+RATE_LIMIT_WARNING_INTERVAL = 60.0
+
+Job = Callable[[], Any]
+
+
+class ConcurrentWorker(Worker):
+    """A bounded queue of jobs run by up to ``max_threads`` daemon threads.
+
+    A thread is added when a job is queued and no idle thread is left to take it, so an idle process keeps
+    one thread. ``kill()`` lets the threads finish what is queued, then they end; later ``submit`` calls are
+    refused. In a child process after ``fork`` the queue starts empty and threads are started again on the
+    next ``submit`` (the parent still sends what it had queued).
+    """
+
+    def __init__(self, queue_size: int, max_threads: int = DEFAULT_MAX_THREADS, name: str = "") -> None:
+        self.queue_size = max(1, queue_size)
+        self.max_threads = max(1, max_threads)
+        self._name = name or "otel_bridge.transport"
+        self._killed = False
+        self._reset()
+        _after_fork.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)
+        self._all_done = threading.Condition(self._lock)
+        self._jobs: deque[Job] = deque()
+        self._unfinished = 0
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
+        self._pid = os.getpid()
+
+    def _after_fork_in_child(self) -> None:
+        self._reset()
+
+    @property
+    def is_alive(self) -> bool:
+        with self._lock:
+            return self._pid == os.getpid() and any(thread.is_alive() for thread in self._threads)
+
+    @property
+    def thread_count(self) -> int:
+        with self._lock:
+            return len(self._threads)
+
+    def full(self) -> bool:
+        return len(self._jobs) >= self.queue_size
+
+    def submit(self, callback: Job) -> bool:
+        with self._lock:
+            if self._killed or len(self._jobs) >= self.queue_size:
+                return False
+            self._jobs.append(callback)
+            self._unfinished += 1
+            if self._idle < len(self._jobs) and len(self._threads) < self.max_threads:
+                self._start_thread()
+            else:
+                self._has_work.notify()
+            return True
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._run, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError:
+            # the interpreter is shutting down; a thread that is already running takes the job
+            self._has_work.notify()
+            return
+        self._threads.append(thread)
+
+    def _run(self) -> None:
+        lock, jobs = self._lock, self._jobs
+        while True:
+            with lock:
+                while not jobs:
+                    if self._killed:
+                        if threading.current_thread() in self._threads:
+                            self._threads.remove(threading.current_thread())
+                        return
+                    self._idle += 1
+                    self._has_work.wait()
+                    self._idle -= 1
+                job = jobs.popleft()
+            try:
+                job()
+            except Exception:
+                sdk_logger.error("Failed processing job", exc_info=True)
+            finally:
+                with lock:
+                    self._unfinished -= 1
+                    if self._unfinished == 0:
+                        self._all_done.notify_all()
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """``True`` once every job queued so far, and every job those queued, has finished."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._unfinished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._all_done.wait(remaining)
+            return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._unfinished
+
+    def flush(self, timeout: float, callback: Optional[Callable[[int, float], Any]] = None) -> None:
+        """As sentry-sdk's ``BackgroundWorker``: still busy after 0.1 s, ``callback(pending, timeout)``."""
+        if timeout <= 0:
+            return
+        initial = min(0.1, timeout)
+        if self.wait_until_idle(initial):
+            return
+        if callback is not None:
+            callback(self.pending(), timeout)
+        if not self.wait_until_idle(timeout - initial):
+            sdk_logger.error("flush timed out, dropped %s events", self.pending())
+
+    def kill(self) -> None:
+        with self._lock:
+            self._killed = True
+            self._has_work.notify_all()
+
+
+class ConcurrentHttpTransport(HttpTransport):
+    """sentry-sdk's ``HttpTransport`` with concurrent sending; pass the class as ``transport=``.
+
+    ``max_threads`` (default 32) bounds the sender threads and the kept-alive connections; the queue holds
+    ``transport_queue_size`` envelopes. ``ConcurrentHttpTransport.with_max_threads(n)`` makes a variant.
+    """
+
+    max_threads: ClassVar[int] = DEFAULT_MAX_THREADS
+
+    @classmethod
+    def with_max_threads(cls, max_threads: int) -> type[ConcurrentHttpTransport]:
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, got {max_threads}")
+        variant: type[ConcurrentHttpTransport] = type(
+            cls.__name__, (cls,), {"max_threads": max_threads, "__module__": cls.__module__}
+        )
+        return variant
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._reports_lock = threading.RLock()
+        self._limits_lock = threading.Lock()
+        self._last_limit_warning: Optional[float] = None
+        super().__init__(options)
+        _after_fork.add(self)
+
+    def _create_worker(self, options: dict[str, Any]) -> Worker:
+        return ConcurrentWorker(options["transport_queue_size"], self.max_threads)
+
+    def _get_pool_options(self) -> dict[str, Any]:
+        options = super()._get_pool_options()
+        options["maxsize"] = self.max_threads
+        # sentry-sdk's socket options (``socket_options``, ``keep_alive``) replace urllib3's, TCP_NODELAY
+        # with them: urllib3 writes headers and body apart, and each envelope would wait for a delayed ACK.
+        socket_options = options.get("socket_options")
+        if socket_options is not None and not any(
+            option[:2] == (socket.IPPROTO_TCP, socket.TCP_NODELAY) for option in socket_options
+        ):
+            options["socket_options"] = [*socket_options, (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        return options
+
+    def _serialize_envelope(self, envelope: Envelope) -> tuple[Optional[str], io.BytesIO]:
+        """gzip in one call. sentry-sdk streams into a ``GzipFile``: a zlib call per envelope part, each
+        releasing and taking back the GIL, and with many sending threads each of those costs the app's
+        own thread a switch."""
+        if self._compression_algo != "gzip" or not self._compression_level:
+            return super()._serialize_envelope(envelope)
+        compressor = zlib.compressobj(self._compression_level, zlib.DEFLATED, 31)
+        body = compressor.compress(envelope.serialize()) + compressor.flush()
+        return "gzip", io.BytesIO(body)
+
+    def _after_fork_in_child(self) -> None:
+        self._reports_lock = threading.RLock()
+        self._limits_lock = threading.Lock()
+        # the inherited sockets belong to the parent's connections
+        self._pool = self._make_pool()
+
+    def flush(self, timeout: float, callback: Optional[Callable[[int, float], None]] = None) -> None:
+        """Wait for everything queued, then send the client report (drops counted meanwhile included).
+
+        sentry-sdk queues the report first, which fails when the queue is full, exactly when there are
+        drops to report.
+        """
+        if timeout <= 0:
+            return
+        deadline = time.monotonic() + timeout
+        self._worker.flush(timeout, callback)
+        self._worker.submit(lambda: self._flush_client_reports(force=True))
+        self._worker.flush(deadline - time.monotonic())
+
+    def record_lost_event(
+        self,
+        reason: str,
+        data_category: Optional[EventDataCategory] = None,
+        item: Optional[Item] = None,
+        *,
+        quantity: int = 1,
+    ) -> None:
+        with self._reports_lock:
+            super().record_lost_event(reason, data_category, item, quantity=quantity)
+
+    def _fetch_pending_client_report(self, force: bool = False, interval: int = 60) -> Optional[Item]:
+        with self._reports_lock:
+            return super()._fetch_pending_client_report(force=force, interval=interval)
+
+    def _handle_request_error(
+        self,
+        envelope: Optional[Envelope],
+        loss_reason: str = "network",
+        record_reason: str = "network_error",
+    ) -> None:
+        """A client report that could not be sent is counted again, for the next one, instead of lost."""
+        if envelope is not None:
+            reports = [item for item in envelope.items if item.type == "client_report"]
+            if reports:
+                self._count_again(reports)
+                envelope = Envelope(
+                    headers=envelope.headers,
+                    items=[item for item in envelope.items if item.type != "client_report"],
+                )
+        super()._handle_request_error(envelope, loss_reason, record_reason)
+
+    def _count_again(self, reports: list[Item]) -> None:
+        with self._reports_lock:
+            for report in reports:
+                try:
+                    entries = json.loads(report.get_bytes()).get("discarded_events") or ()
+                    for entry in entries:
+                        key = (entry["category"], entry["reason"])
+                        self._discarded_events[key] += int(entry["quantity"])
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    continue
+
+    def _update_rate_limits(self, response: Any) -> None:
+        # Answers arrive out of order: a limit only ever gets longer here, never shorter.
+        now = datetime.now(timezone.utc)
+        with self._limits_lock:
+            before = dict(self._disabled_until)
+            super()._update_rate_limits(response)
+            limits = self._disabled_until
+            for category, until in before.items():
+                current = limits.get(category)
+                if current is None or until > current:
+                    limits[category] = until
+            started = {
+                category: until
+                for category, until in limits.items()
+                if until > now and not (category in before and before[category] > now)
+            }
+        if started:
+            self._warn_rate_limited(started, now)
+
+    def _is_rate_limited(self) -> bool:
+        # iterates the limits, which a sender may be adding to
+        with self._limits_lock:
+            return super()._is_rate_limited()
+
+    def _warn_rate_limited(self, started: Mapping[Any, datetime], now: datetime) -> None:
+        clock = time.monotonic()
+        with self._limits_lock:
+            last = self._last_limit_warning
+            if last is not None and clock - last < RATE_LIMIT_WARNING_INTERVAL:
+                return
+            self._last_limit_warning = clock
+        logger.warning(
+            "otel_bridge: Sentry rate-limited %s for %d s; dropped meanwhile, counted in client reports "
+            "(this warning at most once a minute)",
+            ", ".join(sorted(str(category or "all categories") for category in started)),
+            round((max(started.values()) - now).total_seconds()),
+        )
+
+
+class _AfterFork:
+    """Objects told, in a child process after ``fork``, to drop their parent's threads and sockets."""
+
+    def __init__(self) -> None:
+        self._members: weakref.WeakSet[Any] = weakref.WeakSet()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._run)
+
+    def add(self, member: Any) -> None:
+        self._members.add(member)
+
+    def _run(self) -> None:
+        for member in list(self._members):
+            member._after_fork_in_child()
+
+
+_after_fork = _AfterFork()

@@ -1,0 +1,240 @@
+"""``ConcurrentHttpTransport`` against a real loopback endpoint, through a real sentry-sdk client."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sentry_sdk
+
+from otel_bridge.transport import ConcurrentHttpTransport, ConcurrentWorker
+from tests.receiver import EnvelopeReceiver
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@contextmanager
+def client_for(receiver: EnvelopeReceiver, **options: Any) -> Iterator[sentry_sdk.Client]:
+    options.setdefault("transport", ConcurrentHttpTransport)
+    options.setdefault("transport_queue_size", 1000)
+    client = sentry_sdk.Client(dsn=receiver.dsn, **options)
+    try:
+        with sentry_sdk.new_scope() as scope:
+            scope.set_client(client)
+            yield client
+    finally:
+        client.close(timeout=2)
+
+
+def transport_of(client: sentry_sdk.Client) -> ConcurrentHttpTransport:
+    transport = client.transport
+    assert isinstance(transport, ConcurrentHttpTransport)
+    return transport
+
+
+def worker_of(client: sentry_sdk.Client) -> ConcurrentWorker:
+    worker = transport_of(client)._worker
+    assert isinstance(worker, ConcurrentWorker)
+    return worker
+
+
+def request_count(receiver: EnvelopeReceiver) -> int:
+    # without the deep copies of ``receiver.requests``: the predicate runs under the receiver's lock
+    return len(receiver._requests)
+
+
+def discarded(receiver: EnvelopeReceiver) -> Counter[tuple[str, str]]:
+    totals: Counter[tuple[str, str]] = Counter()
+    for report in receiver.client_reports():
+        for entry in report.get("discarded_events", []):
+            totals[(entry["reason"], entry["category"])] += entry["quantity"]
+    return totals
+
+
+def send_transaction(name: str) -> None:
+    with sentry_sdk.start_transaction(name=name, op="test"):
+        pass
+
+
+def test_delivers_everything_concurrently_over_kept_alive_connections(receiver: EnvelopeReceiver) -> None:
+    receiver.respond_with(delay=0.02)
+    with client_for(receiver) as client:
+        started = time.monotonic()
+        for number in range(500):
+            sentry_sdk.capture_message(f"message {number}")
+        client.flush(timeout=10)
+        elapsed = time.monotonic() - started
+
+        # one sender at 20 ms an envelope would need 10 s
+        assert elapsed < 5, f"500 envelopes took {elapsed:.1f} s"
+        messages = sorted(event["message"] for event in receiver.events())
+        assert messages == sorted(f"message {number}" for number in range(500))
+        assert not discarded(receiver)
+        pool = transport_of(client)._pool.connection_from_url(receiver.url)
+        assert 1 < pool.num_connections <= ConcurrentHttpTransport.max_threads
+        assert worker_of(client).thread_count <= ConcurrentHttpTransport.max_threads
+
+
+@pytest.mark.parametrize("options", [{"keep_alive": True}, {"socket_options": []}, {}])
+def test_connections_keep_tcp_nodelay(receiver: EnvelopeReceiver, options: dict[str, Any]) -> None:
+    with client_for(receiver, **options) as client:
+        sentry_sdk.capture_message("hello")
+        client.flush(timeout=5)
+        connection = transport_of(client)._pool.connection_from_url(receiver.url)._get_conn()
+        assert connection.sock is not None
+        assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_queue_is_bounded_and_overflow_is_reported_once_the_endpoint_is_back(
+    receiver: EnvelopeReceiver,
+) -> None:
+    threads, bound, captured = 4, 20, 300
+    receiver.respond_with(delay=5.0)
+    with client_for(
+        receiver, transport=ConcurrentHttpTransport.with_max_threads(threads), transport_queue_size=bound
+    ) as client:
+        for number in range(threads):
+            sentry_sdk.capture_message(f"message {number}")
+        # every thread now waits for its answer
+        assert receiver.wait_for(lambda r: request_count(r) >= threads, timeout=5)
+        for number in range(threads, captured):
+            sentry_sdk.capture_message(f"message {number}")
+        assert worker_of(client).pending() == threads + bound
+        receiver.respond_with()
+
+        client.flush(timeout=15)
+
+        assert len(receiver.events()) == threads + bound
+        assert discarded(receiver) == {("queue_overflow", "error"): captured - threads - bound}
+        assert worker_of(client).thread_count == threads
+
+
+def test_drops_while_the_endpoint_fails_are_reported_once_it_is_back(receiver: EnvelopeReceiver) -> None:
+    receiver.respond_with(status=503)
+    with client_for(receiver) as client:
+        for number in range(5):
+            sentry_sdk.capture_message(f"lost {number}")
+        client.flush(timeout=5)
+        # the report went out too, and failed like the rest
+        assert discarded(receiver) == {("network_error", "error"): 5}
+
+        receiver.clear()
+        receiver.respond_with()
+        sentry_sdk.capture_message("back")
+        client.flush(timeout=5)
+
+        assert [event["message"] for event in receiver.events()] == ["back"]
+        assert discarded(receiver) == {("network_error", "error"): 5}
+
+
+def test_rate_limited_category_stops_while_others_go_on(
+    receiver: EnvelopeReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    threads = 8
+    limited = {"Retry-After": "60", "X-Sentry-Rate-Limits": "60:transaction:organization"}
+    caplog.set_level(logging.WARNING, logger="otel_bridge")
+    with client_for(
+        receiver, transport=ConcurrentHttpTransport.with_max_threads(threads), traces_sample_rate=1.0
+    ) as client:
+        receiver.respond_with(status=429, headers=limited, delay=0.02)
+        for number in range(100):
+            send_transaction(f"before {number}")
+        client.flush(timeout=10)
+        # only those already on the wire when the first 429 came back
+        sent = len(receiver.transactions())
+        assert 1 <= sent <= threads
+        assert discarded(receiver)[("ratelimit_backoff", "transaction")] == 100 - sent
+
+        receiver.clear()
+        receiver.respond_with(headers=limited)
+        for number in range(50):
+            send_transaction(f"after {number}")
+            if number % 5 == 0:
+                sentry_sdk.capture_message(f"error {number}")
+        client.flush(timeout=10)
+
+        assert receiver.transactions() == []
+        assert len(receiver.events()) == 10
+        assert discarded(receiver)[("ratelimit_backoff", "transaction")] == 50
+    warnings = [record for record in caplog.records if record.name == "otel_bridge"]
+    assert len(warnings) == 1, [record.getMessage() for record in warnings]
+    assert "transaction" in warnings[0].getMessage()
+
+
+def test_a_longer_limit_is_not_shortened_by_an_answer_that_arrives_later(receiver: EnvelopeReceiver) -> None:
+    with client_for(receiver) as client:
+        receiver.respond_with(headers={"X-Sentry-Rate-Limits": "600:transaction:organization"})
+        sentry_sdk.capture_message("first")
+        client.flush(timeout=5)
+        receiver.respond_with(headers={"X-Sentry-Rate-Limits": "1:transaction:organization"})
+        sentry_sdk.capture_message("second")
+        client.flush(timeout=5)
+
+        time.sleep(1.1)
+        assert transport_of(client)._check_disabled("transaction")
+        assert not transport_of(client)._check_disabled("error")
+
+
+def test_flush_returns_once_everything_is_sent(receiver: EnvelopeReceiver) -> None:
+    receiver.respond_with(delay=0.3)
+    with client_for(receiver) as client:
+        for number in range(40):
+            sentry_sdk.capture_message(f"message {number}")
+        started = time.monotonic()
+        client.flush(timeout=5)
+        waited = time.monotonic() - started
+
+        assert 0.25 < waited < 4
+        assert worker_of(client).pending() == 0
+        assert len(receiver.events()) == 40
+
+        receiver.respond_with(delay=1.0)
+        sentry_sdk.capture_message("slow")
+        started = time.monotonic()
+        client.flush(timeout=0.3)
+        assert time.monotonic() - started < 0.8
+        assert worker_of(client).pending() >= 1
+
+
+def test_a_forked_child_sends_on_its_own_threads_and_connections(receiver: EnvelopeReceiver) -> None:
+    with client_for(receiver) as client:
+        sentry_sdk.capture_message("parent before fork")
+        client.flush(timeout=5)
+        parent_pool = transport_of(client)._pool
+        assert worker_of(client).is_alive
+
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                worker = worker_of(client)
+                fresh = not worker.is_alive and transport_of(client)._pool is not parent_pool
+                sentry_sdk.capture_message("from the child")
+                client.flush(timeout=5)
+                code = 0 if fresh and worker.pending() == 0 and worker.is_alive else 2
+            finally:
+                os._exit(code)
+
+        deadline = time.monotonic() + 15
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child did not finish")
+            time.sleep(0.02)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+        sentry_sdk.capture_message("parent after fork")
+        client.flush(timeout=5)
+        messages = sorted(event["message"] for event in receiver.events())
+        assert messages == ["from the child", "parent after fork", "parent before fork"]
