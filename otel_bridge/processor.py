@@ -97,9 +97,13 @@ class SentrySpanProcessor(SpanProcessor):
             self._owner[context.span_id] = trace
             return
         owner = self._owner.get(parent.span_id)
-        if owner is not None:
-            self._owner[context.span_id] = owner
-            owner.members.append(context.span_id)
+        if owner is None:
+            return
+        if len(owner.members) > self._max_spans:
+            owner.dropped += 1
+            return
+        self._owner[context.span_id] = owner
+        owner.members.append(context.span_id)
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.get_span_context()
@@ -109,10 +113,7 @@ class SentrySpanProcessor(SpanProcessor):
         if owner is None:
             return
         if owner.root_id != context.span_id:
-            if len(owner.children) < self._max_spans:
-                owner.children.append(span)
-            else:
-                owner.dropped += 1
+            owner.children.append(span)
             return
         self._forget(owner)
         request = owner.request
