@@ -107,17 +107,7 @@ class SentryAsgiMiddleware:
                 sentry_scope.clear_breadcrumbs()
                 sentry_scope.add_event_processor(partial(_describe_request, request=request))  # type: ignore[arg-type]
                 try:
-                    try:
-                        await self._otel(scope, receive, send)
-                    except Exception:
-                        if request.app_called:
-                            raise
-                        _untraced.warning(
-                            "OpenTelemetry's ASGI middleware failed before the app ran; serving the request "
-                            "untraced",
-                            exc_info=True,
-                        )
-                        await self._app3(scope, receive, send)
+                    await self._serve_traced(scope, receive, send, request)
                 except Exception as exc:
                     op = f"{scope['type']}.server"
                     capture_unhandled(
@@ -129,6 +119,20 @@ class SentryAsgiMiddleware:
             _sentry_asgi_applied.reset(sentry_token)
             current_request.reset(request_token)
             request.close()
+
+    async def _serve_traced(
+        self, scope: Scope, receive: Receive, send: Send, request: RequestContext
+    ) -> None:
+        try:
+            await self._otel(scope, receive, send)
+        except Exception:
+            if request.app_called:
+                raise
+            _untraced.warning(
+                "OpenTelemetry's ASGI middleware failed before the app ran; serving the request untraced",
+                exc_info=True,
+            )
+            await self._app3(scope, receive, send)
 
     async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = current_request.get()
