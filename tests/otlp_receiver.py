@@ -17,7 +17,6 @@ import threading
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Callable, Optional, Union
 
 import pytest
@@ -27,6 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.loopback import LoopbackServer
 
 SpanDict = dict[str, Any]
 SpanPredicate = Callable[[list[SpanDict]], bool]
@@ -149,56 +150,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackServer):
     """An OTLP/HTTP endpoint on 127.0.0.1 that keeps every span it was sent, in arrival order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._cond = threading.Condition()
         self._spans: list[SpanDict] = []
         self._errors: list[str] = []
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
 
-    def start(self) -> OtlpReceiver:
-        if self._server is not None:
-            raise RuntimeError("OtlpReceiver already started")
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"OtlpReceiver:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> OtlpReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("OtlpReceiver is not running")
-        return int(self._server.server_address[1])
+    def _make_server(self) -> _Server:
+        return _Server(self)
 
     @property
     def endpoint(self) -> str:

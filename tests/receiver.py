@@ -22,9 +22,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Callable, Mapping, Optional, cast
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.loopback import LoopbackServer
 
 
 def _load_brotli_decompress() -> Optional[Callable[[bytes], bytes]]:
@@ -293,10 +294,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(answer_body)
 
 
-class EnvelopeReceiver:
+class EnvelopeReceiver(LoopbackServer):
     """A Sentry-compatible ingestion endpoint on 127.0.0.1 that records every request in order."""
 
     def __init__(self, key: str = DEFAULT_KEY, project_id: str = PROJECT_ID, port: int = 0) -> None:
+        super().__init__()
         self.key = key
         self.project_id = project_id
         self._requested_port = port
@@ -305,52 +307,13 @@ class EnvelopeReceiver:
         self._counts: Counter[str] = Counter()
         self._server_errors: list[str] = []
         self._answer = _Answer()
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
 
-    def start(self) -> EnvelopeReceiver:
-        if self._server is not None:
-            raise RuntimeError("EnvelopeReceiver already started")
-        self._server = _Server(self, self._requested_port)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.name = f"EnvelopeReceiver:{self.port}"
-        self._thread.start()
-        return self
+    def _make_server(self) -> _Server:
+        return _Server(self, self._requested_port)
 
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> EnvelopeReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("EnvelopeReceiver is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _before_close(self, server: ThreadingHTTPServer) -> None:
+        if isinstance(server, _Server):
+            server.close_connections()
 
     @property
     def dsn(self) -> str:
