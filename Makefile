@@ -30,5 +30,21 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
+# The same suite on the lowest versions pyproject.toml claims (constraints/lowest.txt), in its own venv.
+LOWEST_VENV := .venv-lowest
+LOWEST_BIN := $(LOWEST_VENV)/bin
+LOWEST_STAMP := $(LOWEST_VENV)/.installed
+
+.PHONY: test-lowest
+
+$(LOWEST_STAMP): pyproject.toml constraints/lowest.txt
+	test -x $(LOWEST_BIN)/python || $(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_BIN)/python -m pip install --quiet --upgrade pip
+	$(LOWEST_BIN)/python -m pip install --quiet -e '.[test,demo]' -c constraints/lowest.txt
+	touch $(LOWEST_STAMP)
+
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_BIN)/python -m pytest -q
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
