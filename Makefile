@@ -28,7 +28,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
 
 # The same suite on the lowest versions pyproject.toml claims (constraints/lowest.txt), in its own venv.
 LOWEST_VENV := .venv-lowest
