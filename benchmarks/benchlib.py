@@ -6,7 +6,9 @@ Every address used here is on 127.0.0.1; every load run is bounded in time (and,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -23,7 +25,10 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -111,6 +116,41 @@ def wait_until_listening(port: int, process: subprocess.Popen[str], timeout: flo
             return
         time.sleep(0.05)
     raise RuntimeError(f"the app did not listen on {port} within {timeout} s")
+
+
+async def read_http_answer(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 answer's head (its body, by its content-length, read and dropped)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return head
+
+
+def discarding_tracer_provider() -> tuple[TracerProvider, Callable[[], int]]:
+    """An SDK ``TracerProvider`` (set as the global one) with a ``BatchSpanProcessor`` and an exporter
+    that discards; also a callable that says how many spans it has exported so far."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class DiscardingExporter(SpanExporter):
+        def __init__(self) -> None:
+            self.spans = 0
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            self.spans += len(spans)
+            return SpanExportResult.SUCCESS
+
+    exporter = DiscardingExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider, lambda: exporter.spans
 
 
 # ---------------------------------------------------------------------------------------------- /proc
@@ -328,27 +368,36 @@ def run_load(
 # --------------------------------------------------------------------------------------- description
 
 
-def versions() -> dict[str, str]:
+PACKAGES = (
+    "otel-bridge",
+    "sentry-sdk",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-asgi",
+    "urllib3",
+    "uvicorn",
+    "h11",
+)
+MODULES = ("httptools", "uvloop")
+
+
+def versions(
+    packages: Sequence[str] = PACKAGES, modules: Sequence[str] = MODULES, with_wrk: bool = True
+) -> dict[str, str]:
+    """Installed versions of ``packages``, whether ``modules`` import, and (``with_wrk``) wrk's version."""
     found: dict[str, str] = {}
-    for name in (
-        "otel-bridge",
-        "sentry-sdk",
-        "opentelemetry-sdk",
-        "opentelemetry-instrumentation-asgi",
-        "urllib3",
-        "uvicorn",
-        "h11",
-    ):
+    for name in packages:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
-    for module in ("httptools", "uvloop"):
+    for module in modules:
         try:
             __import__(module)
             found[module] = "installed"
         except ImportError:
             found[module] = "not installed"
+    if not with_wrk:
+        return found
     wrk = wrk_path()
     if wrk is not None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -367,25 +416,40 @@ def machine() -> dict[str, Any]:
     }
 
 
-def git_state() -> dict[str, Any]:
+def git_commit_and_changes(checkout: Path = REPO) -> Optional[tuple[str, bool]]:
+    """The short commit of ``checkout`` and whether its ``otel_bridge`` has uncommitted changes."""
     try:
         commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
             timeout=10,
         ).stdout.strip()
         changes = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "otel_bridge"],
+            ["git", "-C", str(checkout), "status", "--porcelain", "--", "otel_bridge"],
             capture_output=True,
             text=True,
             check=True,
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
+        return None
+    return commit, bool(changes)
+
+
+def git_state() -> dict[str, Any]:
+    found = git_commit_and_changes()
+    if found is None:
         return {}
-    return {"git_commit": commit, "uncommitted_changes_in_otel_bridge": bool(changes)}
+    return {"git_commit": found[0], "uncommitted_changes_in_otel_bridge": found[1]}
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` percentile (nearest rank) of sorted values; NaN when there are none."""
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def median(values: Sequence[float]) -> float:
@@ -421,3 +485,19 @@ def save(prefix: str, started: Any, document: dict[str, Any]) -> Path:
     path = RESULTS / f"{prefix}-{started:%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def save_report(kind: str, started: datetime.datetime, config: dict[str, Any], **rest: Any) -> None:
+    """The ``kind`` run's document (config, machine, versions, git state and ``rest``) saved; says where."""
+    document = {
+        "kind": kind,
+        "started": started.isoformat(timespec="seconds"),
+        "duration_s": (datetime.datetime.now() - started).total_seconds(),
+        "config": config,
+        "machine": machine(),
+        "versions": versions(),
+        "code_under_test": git_state(),
+        **rest,
+    }
+    path = save(kind, started, document)
+    print(f"\nresults: {path.relative_to(REPO)}")

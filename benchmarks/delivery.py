@@ -35,35 +35,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import json
 import math
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-RESULTS = HERE / "results"
-ENDPOINT_SCRIPT = HERE / "endpoint.py"
-SENTRY_KEY = "0123456789abcdef0123456789abcdef"
+import benchlib
+
+REPO = benchlib.REPO
 VARIANTS = ("sentry", "bridge", "bridge-sdk-transport", "bare")
 DEFAULT_PHASES = "500:10,2000:5"
 QUICK_PHASES = "500:2,2000:1"
-READY = "READY "
-RESULT = "RESULT "
+DELIVERY_PACKAGES = (
+    "sentry-sdk",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-asgi",
+    "urllib3",
+    "uvicorn",
+)
+READY = benchlib.READY
+RESULT = benchlib.RESULT
 
 # --------------------------------------------------------------------------------- the app (``serve``)
 
@@ -193,14 +193,7 @@ async def one_request(connections: Connections, scheduled: float, results: list[
     reusable = False
     try:
         writer.write(REQUEST)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if length:
-            await reader.readexactly(length)
+        head = await benchlib.read_http_answer(reader)
         if not head.startswith(b"HTTP/1.1 200 "):
             status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
             raise RuntimeError(f"answered {status_line!r}")
@@ -245,16 +238,10 @@ async def generate(port: int, rate: float, duration: float, limit: int, drain: f
         "unanswered_after_drain": len(pending),
         "achieved_rate": len(results) / max(1e-9, last - start),
         "connections_opened": connections.opened,
-        "latency_p50_ms": percentile(latencies, 0.50) * 1000,
-        "latency_p99_ms": percentile(latencies, 0.99) * 1000,
+        "latency_p50_ms": benchlib.percentile(latencies, 0.50) * 1000,
+        "latency_p99_ms": benchlib.percentile(latencies, 0.99) * 1000,
         "latency_max_ms": (latencies[-1] if latencies else math.nan) * 1000,
     }
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    if not ordered:
-        return math.nan
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def load(port: int, rate: float, duration: float, limit: int, drain: float) -> None:
@@ -265,71 +252,8 @@ def load(port: int, rate: float, duration: float, limit: int, drain: float) -> N
 # --------------------------------------------------------------------------------- the parent process
 
 
-def child_environment() -> dict[str, str]:
-    """Ours, without ``SENTRY_*``/``OTEL_*`` settings that would change what a variant does."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("SENTRY_", "OTEL_"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def stop(process: subprocess.Popen[str], timeout: float) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@contextlib.contextmanager
-def running_endpoint(delay_ms: float) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, str(ENDPOINT_SCRIPT), "--port", "0", "--delay-ms", str(delay_ms)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_environment(),
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith(READY):
-            raise RuntimeError(f"the endpoint did not start (it said {line!r})")
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
-    finally:
-        stop(process, 5)
-
-
-def endpoint_counts(endpoint: str, project: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{endpoint}/counts?project={project}", timeout=10) as response:
-        counts: dict[str, Any] = json.load(response)[str(project)]
-    return counts
-
-
 def transactions_at(endpoint: str, project: int) -> int:
-    return int(endpoint_counts(endpoint, project)["items"].get("transaction", 0))
-
-
-def wait_until_listening(port: int, process: subprocess.Popen[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the app exited before it listened")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the app did not listen on {port} within {timeout} s")
-
-
-def peak_rss_mib(pid: int) -> Optional[float]:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return int(benchlib.endpoint_counts(endpoint, project)["items"].get("transaction", 0))
 
 
 def wait_for_delivery(endpoint: str, project: int, expected: int, quiet: float, limit: float) -> float:
@@ -352,7 +276,7 @@ def wait_for_delivery(endpoint: str, project: int, expected: int, quiet: float, 
 def run_phase(
     variant: str, rate: float, duration: float, endpoint: str, project: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    dsn = f"http://{SENTRY_KEY}@{endpoint.split('://', 1)[1]}/{project}"
+    dsn = benchlib.dsn_for(endpoint.split("://", 1)[1], project)
     script = str(Path(__file__).resolve())
     with tempfile.TemporaryFile("w+") as errors:
         app = subprocess.Popen(
@@ -369,18 +293,18 @@ def run_phase(
             stdout=subprocess.PIPE,
             stderr=errors,
             text=True,
-            env=child_environment(),
+            env=benchlib.child_environment(),
         )
         try:
             assert app.stdout is not None
             line = app.stdout.readline().strip()
             if not line.startswith(READY):
-                stop(app, 5)
+                benchlib.stop(app, 5)
                 errors.seek(0)
                 raise RuntimeError(f"{variant}: the app did not start: {line!r} {errors.read()[-2000:]}")
             info = json.loads(line[len(READY) :])
-            wait_until_listening(info["port"], app, 30)
-            rss_at_start = peak_rss_mib(app.pid)
+            benchlib.wait_until_listening(info["port"], app, 30)
+            rss_at_start = benchlib.status_mib(app.pid, "VmHWM")
             generator = subprocess.run(
                 [
                     sys.executable,
@@ -399,7 +323,7 @@ def run_phase(
                 ],
                 capture_output=True,
                 text=True,
-                env=child_environment(),
+                env=benchlib.child_environment(),
                 timeout=duration + args.drain + 60,
             )
             lines = [item for item in generator.stdout.splitlines() if item.startswith(RESULT)]
@@ -408,13 +332,13 @@ def run_phase(
             result = json.loads(lines[-1][len(RESULT) :])
             waited = wait_for_delivery(endpoint, project, result["answered"], quiet=2.0, limit=args.drain)
             before_exit = transactions_at(endpoint, project)
-            peak = peak_rss_mib(app.pid)
-            stop(app, 15)
+            peak = benchlib.status_mib(app.pid, "VmHWM")
+            benchlib.stop(app, 15)
         finally:
-            stop(app, 5)
+            benchlib.stop(app, 5)
         errors.seek(0)
         stderr = errors.read()
-    counts = endpoint_counts(endpoint, project)
+    counts = benchlib.endpoint_counts(endpoint, project)
     delivered = int(counts["items"].get("transaction", 0))
     dropped = {
         key.split(":", 1)[0]: value
@@ -440,51 +364,6 @@ def run_phase(
     }
 
 
-def versions() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name in (
-        "sentry-sdk",
-        "opentelemetry-sdk",
-        "opentelemetry-instrumentation-asgi",
-        "urllib3",
-        "uvicorn",
-    ):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    for module in ("httptools", "uvloop"):
-        try:
-            __import__(module)
-            found[module] = "installed"
-        except ImportError:
-            found[module] = "not installed"
-    return found
-
-
-def git_state() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "otel_bridge"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {"git_commit": commit, "uncommitted_changes_in_otel_bridge": bool(changes)}
-
-
-def describe_share(share: Optional[float]) -> str:
-    return "n/a" if share is None else f"{share:.1%}"
-
-
 def describe_dropped(dropped: dict[str, int]) -> str:
     return ", ".join(f"{count} {reason}" for reason, count in sorted(dropped.items())) or "none"
 
@@ -500,7 +379,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for run in runs:
         lines.append(
             f"{run['variant']:<21} {run['target_rate']:>6.0f} {run['achieved_rate']:>8.0f} "
-            f"{run['answered']:>8} {run['delivered']:>9} {describe_share(run['delivered_share']):>7} "
+            f"{run['answered']:>8} {run['delivered']:>9} {benchlib.share(run['delivered_share']):>7} "
             f"{run['latency_p50_ms']:>7.1f} {run['latency_p99_ms']:>8.1f} {run['peak_rss_mib']:>6.0f} MiB  "
             f"{describe_dropped(run['reported_dropped_transactions'])}"
         )
@@ -575,7 +454,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     started = datetime.datetime.now()
     runs: list[dict[str, Any]] = []
-    with running_endpoint(args.delay_ms) as endpoint:
+    with benchlib.running_endpoint(args.delay_ms) as endpoint:
         project = 100
         for rate, seconds in phases:
             for variant in variants:
@@ -587,8 +466,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     text = report(runs, args)
     print(text)
 
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"delivery-{started:%Y%m%d-%H%M%S}.json"
     document = {
         "started": started.isoformat(timespec="seconds"),
         "duration_s": (datetime.datetime.now() - started).total_seconds(),
@@ -604,12 +481,12 @@ def main(argv: Optional[list[str]] = None) -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "versions": versions(),
-        "code_under_test": git_state(),
+        "versions": benchlib.versions(DELIVERY_PACKAGES, with_wrk=False),
+        "code_under_test": benchlib.git_state(),
         "runs": runs,
         "report": text,
     }
-    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    path = benchlib.save("delivery", started, document)
     print(f"\nresults: {path.relative_to(REPO)}")
 
 

@@ -119,29 +119,15 @@ def build_variant(variant: str, scenario: str, dsn: str) -> Built:
         return Built(inner)
 
     if variant == "otel":
-        from opentelemetry import trace
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-        class DiscardingExporter(SpanExporter):
-            def __init__(self) -> None:
-                self.spans = 0
-
-            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-                self.spans += len(spans)
-                return SpanExportResult.SUCCESS
-
-        exporter = DiscardingExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
+        provider, exported = benchlib.discarding_tracer_provider()
         wrapped = OpenTelemetryMiddleware(inner, exclude_spans=["receive", "send"], tracer_provider=provider)
 
         def finish_otel(timeout: float) -> dict[str, Any]:
             provider.force_flush(int(timeout * 1000))
             provider.shutdown()
-            return {"otel_spans_exported": exporter.spans}
+            return {"otel_spans_exported": exported()}
 
         return Built(wrapped, {}, finish_otel)
 
@@ -686,34 +672,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = render(summary, found, runs, args)
     print(text)
     if not args.no_save:
-        document = {
-            "kind": "e2e",
-            "started": started.isoformat(timespec="seconds"),
-            "duration_s": (datetime.datetime.now() - started).total_seconds(),
-            "config": {
-                "rounds": args.rounds,
-                "duration_s": args.duration,
-                "warmup_requests": args.warmup,
-                "warmup_bound_s": args.warmup_bound,
-                "threads": args.threads,
-                "connections": args.connections,
-                "loader": args.loader,
-                "variants": variants,
-                "scenarios": args.scenario_list,
-                "drain_s": args.drain,
-                "quiet_s": args.quiet,
-                "quick": args.quick,
-            },
-            "machine": benchlib.machine(),
-            "versions": benchlib.versions(),
-            "code_under_test": benchlib.git_state(),
-            "summary": summary,
-            "ratios": found,
-            "runs": runs,
-            "report": text,
+        config = {
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "warmup_requests": args.warmup,
+            "warmup_bound_s": args.warmup_bound,
+            "threads": args.threads,
+            "connections": args.connections,
+            "loader": args.loader,
+            "variants": variants,
+            "scenarios": args.scenario_list,
+            "drain_s": args.drain,
+            "quiet_s": args.quiet,
+            "quick": args.quick,
         }
-        path = benchlib.save("e2e", started, document)
-        print(f"\nresults: {path.relative_to(benchlib.REPO)}")
+        benchlib.save_report("e2e", started, config, summary=summary, ratios=found, runs=runs, report=text)
     return 0
 
 

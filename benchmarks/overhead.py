@@ -39,7 +39,6 @@ import contextlib
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import statistics
@@ -50,20 +49,26 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import benchlib
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-ENDPOINT_SCRIPT = HERE / "endpoint.py"
-SENTRY_KEY = "0123456789abcdef0123456789abcdef"
 RESULT_PREFIX = "OVERHEAD-RESULT "
 
 ALL_VARIANTS = ("bare", "otel", "sentry", "sentry-deliver-all", "bridge", "bridge-deliver-all")
 DEFAULT_VARIANTS = ALL_VARIANTS
 SENTRY_VARIANTS = frozenset({"sentry", "sentry-deliver-all", "bridge", "bridge-deliver-all"})
 BIG_QUEUE = 100_000
+OVERHEAD_PACKAGES = (
+    "otel-bridge",
+    "sentry-sdk",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-asgi",
+    "urllib3",
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -160,28 +165,14 @@ def build_variant(name: str, dsn: str) -> Variant:
         return Variant(hello_app, lambda timeout: True, dict)
 
     if name == "otel":
-        from opentelemetry import trace
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-        class DiscardingExporter(SpanExporter):
-            def __init__(self) -> None:
-                self.spans = 0
-
-            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-                self.spans += len(spans)
-                return SpanExportResult.SUCCESS
-
-        exporter = DiscardingExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
+        provider, exported = benchlib.discarding_tracer_provider()
         app = OpenTelemetryMiddleware(hello_app, exclude_spans=["receive", "send"], tracer_provider=provider)
         return Variant(
             app,
             lambda timeout: provider.force_flush(int(timeout * 1000)),
-            lambda: {"otel_spans_exported": exporter.spans},
+            lambda: {"otel_spans_exported": exported()},
         )
 
     if name in ("sentry", "sentry-deliver-all"):
@@ -220,12 +211,6 @@ def build_variant(name: str, dsn: str) -> Variant:
 # ------------------------------------------------------------------------------ one round, in a child
 
 
-def endpoint_counts(endpoint: str, project: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{endpoint}/counts?project={project}", timeout=10) as response:
-        counts: dict[str, Any] = json.load(response)[str(project)]
-    return counts
-
-
 async def drive(
     app: ASGIApp, n: int, check: ResponseCheck, timings: Optional[list[int]], interval: float = 0.0
 ) -> None:
@@ -257,15 +242,11 @@ def thread_cpu_seconds() -> dict[str, float]:
     return found
 
 
-def percentile(ordered: Sequence[int], fraction: float) -> float:
-    return float(ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)])
-
-
 def run_round(
     variant_name: str, endpoint: str, project: int, n: int, warmup: int, timeout: float, interval: float
 ) -> None:
     """The child's whole job: set up, warm up, measure one round, print one result line."""
-    dsn = f"http://{SENTRY_KEY}@{endpoint.split('://', 1)[1]}/{project}"
+    dsn = benchlib.dsn_for(endpoint.split("://", 1)[1], project)
     variant = build_variant(variant_name, dsn)
     check = ResponseCheck()
     loop = asyncio.new_event_loop()
@@ -274,7 +255,7 @@ def run_round(
     loop.run_until_complete(drive(variant.app, warmup, check, None))
     warm_flushed = variant.flush(timeout)
     variant.flush(timeout)  # again: the first flush may lose the client report (see below)
-    before = endpoint_counts(endpoint, project) if variant_name in SENTRY_VARIANTS else None
+    before = benchlib.endpoint_counts(endpoint, project) if variant_name in SENTRY_VARIANTS else None
     details_before = variant.details()
     gc.collect()
 
@@ -298,7 +279,7 @@ def run_round(
         # Outside the measurement: a second flush. sentry-sdk's flush queues its client report (what it
         # dropped) as a job of its own, which is lost when the queue is still full at that moment.
         variant.flush(timeout)
-        after = endpoint_counts(endpoint, project)
+        after = benchlib.endpoint_counts(endpoint, project)
         transactions = after["items"].get("transaction", 0) - before["items"].get("transaction", 0)
         delivered = transactions / n
         discarded = {
@@ -338,8 +319,8 @@ def run_round(
         "warmup": warmup,
         "path_median_us": statistics.median(ordered) / 1000,
         "path_mean_us": statistics.fmean(ordered) / 1000,
-        "path_p90_us": percentile(ordered, 0.90) / 1000,
-        "path_p99_us": percentile(ordered, 0.99) / 1000,
+        "path_p90_us": benchlib.percentile(ordered, 0.90) / 1000,
+        "path_p99_us": benchlib.percentile(ordered, 0.99) / 1000,
         "path_max_us": ordered[-1] / 1000,
         "cpu_per_request_us": cpu / n * 1e6,
         "cpu_per_request_by_thread_us": cpu_by_thread,
@@ -361,41 +342,11 @@ def run_round(
 @contextlib.contextmanager
 def running_endpoint() -> Iterator[str]:
     """Start ``endpoint.py`` in its own process; yield its base URL; stop it."""
-    process = subprocess.Popen(
-        [sys.executable, str(ENDPOINT_SCRIPT), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_environment(),
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"the endpoint did not start (it said {line!r})")
-        url = f"http://127.0.0.1:{int(line.split()[1])}"
+    with benchlib.running_endpoint() as url:
         request = urllib.request.Request(f"{url}/reset", method="POST", data=b"")
         with urllib.request.urlopen(request, timeout=10):
             pass
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def child_environment() -> dict[str, str]:
-    """Ours, without ``SENTRY_*``/``OTEL_*`` settings that would change what a variant does."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SENTRY_", "OTEL_", "OTEL_BRIDGE_"))
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("PYTHONPROFILEIMPORTTIME", None)
-    return env
 
 
 def run_child(
@@ -423,7 +374,7 @@ def run_child(
         command,
         capture_output=True,
         text=True,
-        env=child_environment(),
+        env=benchlib.child_environment(),
         timeout=args.flush_timeout * 2 + 240,
         check=False,
     )
@@ -489,26 +440,10 @@ def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, 
     return found
 
 
-def _share(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{value * 100:.1f}%"
-
-
 def _ratio(figures: dict[str, Optional[float]]) -> str:
     ratio, difference = figures["ratio"], figures["difference_us"]
     shown = "-" if ratio is None else f"{ratio:.2f}x"
     return shown if difference is None else f"{shown} ({difference:+.1f} µs)"
-
-
-def _table(rows: list[list[str]], underline: bool) -> list[str]:
-    """Rows as aligned text: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-        if underline and index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return lines
 
 
 def render(
@@ -537,7 +472,7 @@ def render(
                 f"{figures['path_mean_us']:.1f}",
                 f"{figures['path_p99_us']:.1f}",
                 f"{figures['cpu_per_request_us']:.1f}",
-                _share(figures["delivered"]),
+                benchlib.share(figures["delivered"]),
                 f"{figures['flush_s']:.2f}" + ("" if figures["all_flushed"] else " (timed out)"),
                 f"{figures['path_median_spread'] * 100:.0f}%/{figures['cpu_spread'] * 100:.0f}%",
             ]
@@ -548,7 +483,7 @@ def render(
         + (f", {args.interval_us:g} µs idle between requests" if args.interval_us else ", back to back")
         + ", medians over rounds",
         "",
-        *_table(rows, underline=True),
+        *benchlib.table(rows, underline=True),
     ]
     if found_ratios:
         ratio_rows = [["", *(label for _key, label in RATIO_KEYS)]]
@@ -562,7 +497,7 @@ def render(
         lines += [
             "",
             "ratios (in brackets: the difference)",
-            *_table(ratio_rows, False),
+            *benchlib.table(ratio_rows, False),
         ]
     notes = _notes(runs)
     if notes:
@@ -619,26 +554,10 @@ def code_under_test(runs: list[dict[str, Any]]) -> dict[str, Any]:
     found: dict[str, Any] = {"otel_bridge_files": files}
     if not files:
         return found
-    checkout = Path(files[0]).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "-C", str(checkout), "status", "--porcelain", "--", "otel_bridge"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    state = benchlib.git_commit_and_changes(Path(files[0]).resolve().parent.parent)
+    if state is None:
         return found
-    found["git_commit"] = commit
-    found["uncommitted_changes"] = bool(changes)
+    found["git_commit"], found["uncommitted_changes"] = state
     return found
 
 
@@ -651,22 +570,6 @@ def describe_code(code: dict[str, Any]) -> str:
         return f"otel_bridge from {where}"
     dirty = " + uncommitted changes" if code.get("uncommitted_changes") else ""
     return f"otel_bridge from {where} (git {code['git_commit']}{dirty})"
-
-
-def versions() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name in (
-        "otel-bridge",
-        "sentry-sdk",
-        "opentelemetry-sdk",
-        "opentelemetry-instrumentation-asgi",
-        "urllib3",
-    ):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -747,7 +650,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(
                     f"round {round_index + 1}/{args.rounds} {variant:<19} "
                     f"median {result['path_median_us']:8.1f} µs  CPU {result['cpu_per_request_us']:8.1f} µs"
-                    f"  delivered {_share(result['delivered'])}",
+                    f"  delivered {benchlib.share(result['delivered'])}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -778,7 +681,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
             },
-            "versions": versions(),
+            "versions": benchlib.versions(OVERHEAD_PACKAGES, modules=(), with_wrk=False),
             "code_under_test": code,
             "summary": summary,
             "ratios": found_ratios,

@@ -20,6 +20,8 @@ import time
 from collections import Counter
 from typing import Any, Optional
 
+import benchlib
+
 RESULT = "RESULT "
 
 
@@ -38,18 +40,6 @@ class Totals:
         return True
 
 
-async def read_answer(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length:
-        await reader.readexactly(length)
-    return head
-
-
 async def connection_loop(port: int, request: bytes, deadline: float, totals: Totals) -> None:
     clock = time.perf_counter
     writer: Optional[asyncio.StreamWriter] = None
@@ -60,7 +50,9 @@ async def connection_loop(port: int, request: bytes, deadline: float, totals: To
                 writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             started = clock()
             writer.write(request)
-            head = await asyncio.wait_for(read_answer(reader), timeout=max(0.1, deadline + 10 - clock()))
+            head = await asyncio.wait_for(
+                benchlib.read_http_answer(reader), timeout=max(0.1, deadline + 10 - clock())
+            )
             totals.latencies.append(clock() - started)
             if not head.startswith((b"HTTP/1.1 2", b"HTTP/1.1 3")):
                 totals.non_2xx += 1
@@ -75,12 +67,6 @@ async def connection_loop(port: int, request: bytes, deadline: float, totals: To
             await asyncio.sleep(0.01)
     if writer is not None:
         writer.close()
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    if not ordered:
-        return math.nan
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 async def generate(
@@ -99,10 +85,10 @@ async def generate(
         "requests": answered,
         "duration_s": seconds,
         "rps": answered / seconds if seconds else math.nan,
-        "latency_p50_ms": percentile(ordered, 0.50) * 1000,
-        "latency_p90_ms": percentile(ordered, 0.90) * 1000,
-        "latency_p99_ms": percentile(ordered, 0.99) * 1000,
-        "latency_p999_ms": percentile(ordered, 0.999) * 1000,
+        "latency_p50_ms": benchlib.percentile(ordered, 0.50) * 1000,
+        "latency_p90_ms": benchlib.percentile(ordered, 0.90) * 1000,
+        "latency_p99_ms": benchlib.percentile(ordered, 0.99) * 1000,
+        "latency_p999_ms": benchlib.percentile(ordered, 0.999) * 1000,
         "latency_mean_ms": (sum(ordered) / answered * 1000) if answered else math.nan,
         "latency_max_ms": (ordered[-1] * 1000) if ordered else math.nan,
         "non_2xx": totals.non_2xx,

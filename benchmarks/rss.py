@@ -262,29 +262,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = render(runs, args)
     print(text)
     if not args.no_save:
-        document = {
-            "kind": "rss",
-            "started": started.isoformat(timespec="seconds"),
-            "duration_s": (datetime.datetime.now() - started).total_seconds(),
-            "config": {
-                "requests": args.requests,
-                "warmup": args.warmup,
-                "variants": args.variant_list,
-                "states": args.state_list,
-                "threads": args.threads,
-                "connections": args.connections,
-                "loader": args.loader,
-                "jobs": args.jobs,
-                "quick": args.quick,
-            },
-            "machine": benchlib.machine(),
-            "versions": benchlib.versions(),
-            "code_under_test": benchlib.git_state(),
-            "runs": runs,
-            "report": text,
+        config = {
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "variants": args.variant_list,
+            "states": args.state_list,
+            "threads": args.threads,
+            "connections": args.connections,
+            "loader": args.loader,
+            "jobs": args.jobs,
+            "quick": args.quick,
         }
-        path = benchlib.save("rss", started, document)
-        print(f"\nresults: {path.relative_to(benchlib.REPO)}")
+        benchlib.save_report("rss", started, config, runs=runs, report=text)
     return 0
 
 

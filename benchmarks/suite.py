@@ -152,26 +152,17 @@ def targets(parts: dict[str, dict[str, Any]]) -> list[Target]:
         value: Optional[float] = _get(overhead, variant, "path_median_us")
         return value
 
-    found.append(
-        Target(
-            "path_vs_otel",
-            "request path (in-process median): bridge ÷ otel",
-            1.3,
-            True,
-            _ratio(path("bridge"), path("otel")),
-            detail=f"{_us(path('bridge'))} vs {_us(path('otel'))}",
+    for against in ("otel", "sentry"):
+        found.append(
+            Target(
+                f"path_vs_{against}",
+                f"request path (in-process median): bridge ÷ {against}",
+                1.3 if against == "otel" else 0.3,
+                True,
+                _ratio(path("bridge"), path(against)),
+                detail=f"{_us(path('bridge'))} vs {_us(path(against))}",
+            )
         )
-    )
-    found.append(
-        Target(
-            "path_vs_sentry",
-            "request path (in-process median): bridge ÷ sentry",
-            0.3,
-            True,
-            _ratio(path("bridge"), path("sentry")),
-            detail=f"{_us(path('bridge'))} vs {_us(path('sentry'))}",
-        )
-    )
 
     # CPU at equal delivery: the bridge with its defaults when it delivers ≥ 99 % in the tight loop,
     # otherwise its deliver-all configuration, against sentry-sdk's deliver-all
@@ -218,36 +209,21 @@ def targets(parts: dict[str, dict[str, Any]]) -> list[Target]:
         value: Optional[float] = _get(scenario, variant, "rps")
         return value
 
-    found.append(
-        Target(
-            "e2e_rps_vs_otel",
-            "req/s (uvicorn): bridge ÷ otel",
-            0.85,
-            False,
-            _ratio(rps(normal, "bridge"), rps(normal, "otel")),
-            detail=f"{_rate(rps(normal, 'bridge'))} vs {_rate(rps(normal, 'otel'))}",
+    for key, label, limit, scenario, against in (
+        ("e2e_rps_vs_otel", "req/s (uvicorn)", 0.85, normal, "otel"),
+        ("e2e_rps_vs_sentry", "req/s (uvicorn)", 1.8, normal, "sentry"),
+        ("error_rps_vs_sentry", "error path req/s (uvicorn)", 1.5, error, "sentry"),
+    ):
+        found.append(
+            Target(
+                key,
+                f"{label}: bridge ÷ {against}",
+                limit,
+                False,
+                _ratio(rps(scenario, "bridge"), rps(scenario, against)),
+                detail=f"{_rate(rps(scenario, 'bridge'))} vs {_rate(rps(scenario, against))}",
+            )
         )
-    )
-    found.append(
-        Target(
-            "e2e_rps_vs_sentry",
-            "req/s (uvicorn): bridge ÷ sentry",
-            1.8,
-            False,
-            _ratio(rps(normal, "bridge"), rps(normal, "sentry")),
-            detail=f"{_rate(rps(normal, 'bridge'))} vs {_rate(rps(normal, 'sentry'))}",
-        )
-    )
-    found.append(
-        Target(
-            "error_rps_vs_sentry",
-            "error path req/s (uvicorn): bridge ÷ sentry",
-            1.5,
-            False,
-            _ratio(rps(error, "bridge"), rps(error, "sentry")),
-            detail=f"{_rate(rps(error, 'bridge'))} vs {_rate(rps(error, 'sentry'))}",
-        )
-    )
     asked = _get(rss, "config", "requests") or RSS_REQUESTS
     for state in ("up", "down"):
         run = _rss_run(rss, "bridge", state)
