@@ -152,6 +152,12 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     client = sentry_sdk.get_client()
     if client.is_active():
         client.options["instrumenter"] = "otel"
+        if config.sentry_options:
+            logger.warning(
+                "otel_bridge adopted the sentry-sdk client already initialised; these options were not "
+                "applied: %s (pass them to sentry_sdk.init instead)",
+                ", ".join(sorted(config.sentry_options)),
+            )
         return
     _check_sentry_options(config.sentry_options)
     options: dict[str, Any] = {**_resource_defaults(resource), **config.sentry_options}

@@ -192,3 +192,19 @@ def test_sentry_environment_wins_over_the_resource(receiver: EnvelopeReceiver) -
     [transaction] = receiver.wait_for_transactions(1)
     assert transaction["environment"] == "production-eu"
     assert transaction["release"] == "explicit-1"
+
+
+def test_options_for_an_adopted_client_are_named_as_not_applied(receiver: EnvelopeReceiver) -> None:
+    result = run_python(
+        f"""
+        import sentry_sdk
+        import otel_bridge
+
+        sentry_sdk.init(dsn="{receiver.dsn}")
+        otel_bridge.init(sample_rate=0.5)
+        print("REPORT", sentry_sdk.get_client().options["sample_rate"])
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "REPORT 1.0" in result.stdout
+    assert "these options were not applied: sample_rate" in result.stderr
