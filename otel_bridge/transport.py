@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
+import urllib3
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import HttpTransport
 from sentry_sdk.worker import Worker
@@ -206,6 +207,15 @@ class ConcurrentHttpTransport(HttpTransport):
         ):
             options["socket_options"] = [*socket_options, (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
         return options
+
+    def _request(self, method: str, endpoint_type: Any, body: Any, headers: Mapping[str, str]) -> Any:
+        """Once more on another connection when a kept-alive one turned out to be closed by the other side
+        (urllib3 retries connecting, but not a POST whose connection dropped). Sentry drops a duplicate of
+        an event id it already has, should the first attempt have arrived after all."""
+        try:
+            return super()._request(method, endpoint_type, body, headers)
+        except urllib3.exceptions.ProtocolError:
+            return super()._request(method, endpoint_type, body, headers)
 
     def _serialize_envelope(self, envelope: Envelope) -> tuple[Optional[str], io.BytesIO]:
         """gzip in one call. sentry-sdk streams into a ``GzipFile``: a zlib call per envelope part, each

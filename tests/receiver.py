@@ -307,6 +307,7 @@ class EnvelopeReceiver(LoopbackServer):
         self._counts: Counter[str] = Counter()
         self._server_errors: list[str] = []
         self._answer = _Answer()
+        self._raw_left: Optional[int] = None
 
     def _make_server(self) -> _Server:
         return _Server(self, self._requested_port)
@@ -326,20 +327,27 @@ class EnvelopeReceiver(LoopbackServer):
         body: Optional[bytes] = None,
         delay: float = 0.0,
         raw: Optional[bytes] = None,
+        raw_times: Optional[int] = None,
     ) -> None:
         """Set the answer for following valid requests; ``body=None`` answers like Sentry does.
 
         ``raw`` replaces the whole HTTP answer with those bytes, then the connection is reset: ``b""``
-        resets it without a word, anything else is a garbage answer. With no arguments this restores the
-        default: 200 and ``{"id": "<event id>"}``.
+        resets it without a word, anything else is a garbage answer; with ``raw_times`` only that many
+        answers are raw, the later ones normal. With no arguments this restores the default: 200 and
+        ``{"id": "<event id>"}``.
         """
         with self._cond:
             self._answer = _Answer(
                 status=status, headers=dict(headers or {}), body=body, delay=delay, raw=raw
             )
+            self._raw_left = raw_times
 
     def _raw_answer(self) -> Optional[bytes]:
         with self._cond:
+            if self._answer.raw is None or self._raw_left == 0:
+                return None
+            if self._raw_left is not None:
+                self._raw_left -= 1
             return self._answer.raw
 
     def _record_server_error(self, text: str) -> None:

@@ -134,6 +134,20 @@ def test_drops_while_the_endpoint_fails_are_reported_once_it_is_back(receiver: E
         assert discarded(receiver) == {("network_error", "error"): 5}
 
 
+def test_a_connection_dropped_by_the_other_side_is_tried_once_more(receiver: EnvelopeReceiver) -> None:
+    with client_for(receiver) as client:
+        sentry_sdk.capture_message("warm up the kept-alive connection")
+        client.flush(timeout=5)
+        receiver.respond_with(raw=b"", raw_times=1)
+        sentry_sdk.capture_message("survives a reset")
+        client.flush(timeout=5)
+        sentry_sdk.capture_message("after")
+        client.flush(timeout=5)
+    messages = [event["message"] for event in receiver.events()]
+    assert "survives a reset" in messages
+    assert ("network_error", "error") not in discarded(receiver)
+
+
 def test_rate_limited_category_stops_while_others_go_on(
     receiver: EnvelopeReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
