@@ -32,6 +32,8 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import HttpTransport
 from sentry_sdk.worker import Worker
 
+from otel_bridge.drops import RateLimitedLogger
+
 if TYPE_CHECKING:
     from sentry_sdk._types import EventDataCategory
     from sentry_sdk.envelope import Item
@@ -189,7 +191,7 @@ class ConcurrentHttpTransport(HttpTransport):
     def __init__(self, options: dict[str, Any]) -> None:
         self._reports_lock = threading.RLock()
         self._limits_lock = threading.Lock()
-        self._last_limit_warning: Optional[float] = None
+        self._limit_warnings = RateLimitedLogger(logger, RATE_LIMIT_WARNING_INTERVAL)
         super().__init__(options)
         _after_fork.add(self)
 
@@ -314,17 +316,11 @@ class ConcurrentHttpTransport(HttpTransport):
             return super()._is_rate_limited()
 
     def _warn_rate_limited(self, started: Mapping[Any, datetime], now: datetime) -> None:
-        clock = time.monotonic()
-        with self._limits_lock:
-            last = self._last_limit_warning
-            if last is not None and clock - last < RATE_LIMIT_WARNING_INTERVAL:
-                return
-            self._last_limit_warning = clock
-        logger.warning(
-            "otel_bridge: Sentry rate-limited %s for %d s; dropped meanwhile, counted in client reports "
-            "(this warning at most once a minute)",
-            ", ".join(sorted(str(category or "all categories") for category in started)),
-            round((max(started.values()) - now).total_seconds()),
+        categories = ", ".join(sorted(str(category or "all categories") for category in started))
+        seconds = round((max(started.values()) - now).total_seconds())
+        self._limit_warnings.warning(
+            f"otel_bridge: Sentry rate-limited {categories} for {seconds} s; dropped meanwhile, counted in "
+            "client reports (this warning at most once a minute)"
         )
 
 
