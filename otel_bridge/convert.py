@@ -275,10 +275,34 @@ _ENVIRONMENT_ATTRIBUTES = ("deployment.environment.name", "deployment.environmen
 
 def to_transaction(trace: FinishedTrace, options: ConvertOptions) -> dict[str, Any]:
     """One Sentry transaction event: the local root as the transaction, the other spans in ``spans``."""
-    return _transaction(trace, options, _trace_facts(trace, options))
+    facts = _trace_facts(trace, options)
+    return _transaction(trace, options, facts, dynamic_sampling_context(trace, facts, options))
 
 
-def _transaction(trace: FinishedTrace, options: ConvertOptions, facts: _TraceFacts) -> dict[str, Any]:
+def to_events(
+    trace: FinishedTrace,
+    options: ConvertOptions,
+    already_reported: Container[tuple[Any, ...]] = (),
+    *,
+    with_transaction: bool = True,
+    read_lines: Optional[Callable[[str], Optional[list[str]]]] = None,
+) -> list[dict[str, Any]]:
+    """The trace's transaction (unless ``with_transaction`` is false), then its error events (see
+    ``to_error_events``), all from one set of per-trace facts."""
+    kept = _unreported_exceptions(trace, already_reported)
+    if not with_transaction and not kept:
+        return []
+    facts = _trace_facts(trace, options)
+    dsc = dynamic_sampling_context(trace, facts, options)
+    events = [_transaction(trace, options, facts, dsc)] if with_transaction else []
+    root_id = _span_id(trace.root)
+    events.extend(_error_event(recorded, facts, root_id, options, dsc, read_lines) for recorded in kept)
+    return events
+
+
+def _transaction(
+    trace: FinishedTrace, options: ConvertOptions, facts: _TraceFacts, dsc: dict[str, str]
+) -> dict[str, Any]:
     root = trace.root
     root_json = _span_json(root, options)
     trace_context: dict[str, Any] = {
@@ -288,7 +312,7 @@ def _transaction(trace: FinishedTrace, options: ConvertOptions, facts: _TraceFac
         "status": root_json["status"],
         "origin": ORIGIN,
         "type": "trace",
-        "dynamic_sampling_context": dynamic_sampling_context(trace, facts, options),
+        "dynamic_sampling_context": dsc,
     }
     if "parent_span_id" in root_json:
         trace_context["parent_span_id"] = root_json["parent_span_id"]
@@ -403,6 +427,12 @@ def to_error_events(
     ``already_reported`` holds ``(exception.type, exception.message)`` or ``(type, message, (file, line))``
     of exceptions sent with their live object, which are skipped.
     """
+    return to_events(trace, options, already_reported, with_transaction=False, read_lines=read_lines)
+
+
+def _unreported_exceptions(
+    trace: FinishedTrace, already_reported: Container[tuple[Any, ...]]
+) -> list[_Recorded]:
     spans = [trace.root, *trace.children]
     parents = {_span_id(span): span.parent.span_id for span in spans if span.parent is not None}
     kept: list[_Recorded] = []
@@ -417,12 +447,7 @@ def to_error_events(
                 break
         else:
             kept.append(recorded)
-    if not kept:
-        return []
-    facts = _trace_facts(trace, options)
-    root_id = _span_id(trace.root)
-    dsc = dynamic_sampling_context(trace, facts, options)
-    return [_error_event(recorded, facts, root_id, options, dsc, read_lines) for recorded in kept]
+    return kept
 
 
 def _error_event(

@@ -12,7 +12,7 @@ from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 from sentry_sdk.utils import Dsn
 
-from otel_bridge.convert import ConvertOptions, FinishedTrace, to_error_events, to_transaction
+from otel_bridge.convert import ConvertOptions, FinishedTrace, to_events
 from otel_bridge.request_context import ExceptionKey, Reported, recent_reports
 from otel_bridge.sampling import decide, frozen_contexts
 
@@ -72,10 +72,10 @@ def send_trace(
         sample_rand=decision.sample_rand,
         sample_rate=decision.sample_rate,
     )
-    events = to_error_events(trace, options, Reported(already_reported, recent_reports))
-    if decision.sampled:
-        events.insert(0, to_transaction(trace, options))
-    elif client.transport is not None:
+    events = to_events(
+        trace, options, Reported(already_reported, recent_reports), with_transaction=decision.sampled
+    )
+    if not decision.sampled and client.transport is not None:
         client.transport.record_lost_event("sample_rate", data_category="transaction")
         client.transport.record_lost_event(
             "sample_rate", data_category="span", quantity=len(trace.children) + 1
