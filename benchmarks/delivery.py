@@ -75,11 +75,11 @@ async def hello(scope: dict[str, Any], receive: Callable[..., Any], send: Callab
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def build_app(variant: str, dsn: str, max_threads: Optional[int]) -> tuple[Any, dict[str, Any]]:
+def build_app(variant: str, dsn: str, max_connections: Optional[int]) -> tuple[Any, dict[str, Any]]:
     import sentry_sdk
 
     if variant == "bare":
-        return hello, {"transport": None, "transport_queue_size": None, "transport_max_threads": None}
+        return hello, {"transport": None, "transport_queue_size": None, "transport_max_connections": None}
     if variant == "sentry":
         from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
 
@@ -95,10 +95,10 @@ def build_app(variant: str, dsn: str, max_threads: Optional[int]) -> tuple[Any, 
             from sentry_sdk.transport import HttpTransport
 
             options["transport"] = HttpTransport
-        elif max_threads is not None:
+        elif max_connections is not None:
             from otel_bridge.transport import ConcurrentHttpTransport
 
-            options["transport"] = ConcurrentHttpTransport.with_max_threads(max_threads)
+            options["transport"] = ConcurrentHttpTransport.with_max_connections(max_connections)
         otel_bridge.init(**options)
         app = BridgeMiddleware(hello)
     client = sentry_sdk.get_client()
@@ -107,7 +107,7 @@ def build_app(variant: str, dsn: str, max_threads: Optional[int]) -> tuple[Any, 
     info = {
         "transport": type(transport).__name__,
         "transport_queue_size": client.options.get("transport_queue_size"),
-        "transport_max_threads": getattr(transport, "max_threads", 1),
+        "transport_max_connections": getattr(transport, "max_connections", 1),
         "worker": type(worker).__name__,
     }
     if variant != "sentry":
@@ -117,7 +117,7 @@ def build_app(variant: str, dsn: str, max_threads: Optional[int]) -> tuple[Any, 
     return app, info
 
 
-def serve(variant: str, dsn: str, flush_timeout: float, max_threads: Optional[int]) -> None:
+def serve(variant: str, dsn: str, flush_timeout: float, max_connections: Optional[int]) -> None:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -125,7 +125,7 @@ def serve(variant: str, dsn: str, flush_timeout: float, max_threads: Optional[in
             # uvicorn re-raises the signal after its shutdown, which would end the process before the flush
             self.should_exit = True
 
-    app, info = build_app(variant, dsn, max_threads)
+    app, info = build_app(variant, dsn, max_connections)
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -288,7 +288,7 @@ def run_phase(
                 variant,
                 "--dsn",
                 dsn,
-                *(["--max-threads", str(args.max_threads)] if args.max_threads else []),
+                *(["--max-connections", str(args.max_connections)] if args.max_connections else []),
             ],
             stdout=subprocess.PIPE,
             stderr=errors,
@@ -390,7 +390,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             notes.insert(
                 0,
                 f"transport {run['transport']} (queue {run['transport_queue_size']}, "
-                f"up to {run['transport_max_threads']} sending thread(s))",
+                f"up to {run['transport_max_connections']} connection(s) in flight)",
             )
         if run["failed"] or run["unanswered_after_drain"]:
             notes.append(
@@ -412,7 +412,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     serve_parser.add_argument("--variant", choices=VARIANTS, required=True)
     serve_parser.add_argument("--dsn", required=True)
     serve_parser.add_argument("--flush-timeout", type=float, default=5.0)
-    serve_parser.add_argument("--max-threads", type=int)
+    serve_parser.add_argument("--max-connections", type=int)
     load_parser = sub.add_parser("load", help="(internal) the load generator")
     load_parser.add_argument("--port", type=int, required=True)
     load_parser.add_argument("--rate", type=float, required=True)
@@ -427,9 +427,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--delay-ms", type=float, default=20.0, help="the endpoint's answer delay")
     parser.add_argument("--connections", type=int, default=256, help="the load generator's connection limit")
     parser.add_argument(
-        "--max-threads",
+        "--max-connections",
         type=int,
-        help="bridge: ConcurrentHttpTransport.with_max_threads(N) instead of the default",
+        help="bridge: ConcurrentHttpTransport.with_max_connections(N) instead of the default",
     )
     parser.add_argument(
         "--drain", type=float, default=10.0, help="seconds for answers and for delivery after the load"
@@ -437,7 +437,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        serve(args.variant, args.dsn, args.flush_timeout, args.max_threads)
+        serve(args.variant, args.dsn, args.flush_timeout, args.max_connections)
         return
     if args.command == "load":
         load(args.port, args.rate, args.duration, args.connections, args.drain)

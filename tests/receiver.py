@@ -13,6 +13,7 @@ import importlib
 import json
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -209,15 +210,21 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, receiver: EnvelopeReceiver, port: int = 0) -> None:
+    def __init__(
+        self, receiver: EnvelopeReceiver, port: int = 0, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
         self.receiver = receiver
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        self.accepted = 0
         super().__init__(("127.0.0.1", port), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:
             self.connections.add(request)
+            self.accepted += 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -297,8 +304,15 @@ class _Handler(BaseHTTPRequestHandler):
 class EnvelopeReceiver(LoopbackServer):
     """A Sentry-compatible ingestion endpoint on 127.0.0.1 that records every request in order."""
 
-    def __init__(self, key: str = DEFAULT_KEY, project_id: str = PROJECT_ID, port: int = 0) -> None:
+    def __init__(
+        self,
+        key: str = DEFAULT_KEY,
+        project_id: str = PROJECT_ID,
+        port: int = 0,
+        tls: Optional[ssl.SSLContext] = None,
+    ) -> None:
         super().__init__()
+        self.tls = tls
         self.key = key
         self.project_id = project_id
         self._requested_port = port
@@ -310,7 +324,7 @@ class EnvelopeReceiver(LoopbackServer):
         self._raw_left: Optional[int] = None
 
     def _make_server(self) -> _Server:
-        return _Server(self, self._requested_port)
+        return _Server(self, self._requested_port, self.tls)
 
     def _before_close(self, server: ThreadingHTTPServer) -> None:
         if isinstance(server, _Server):
@@ -318,7 +332,14 @@ class EnvelopeReceiver(LoopbackServer):
 
     @property
     def dsn(self) -> str:
+        if self.tls is not None:
+            return f"https://{self.key}@localhost:{self.port}/{self.project_id}"
         return f"http://{self.key}@127.0.0.1:{self.port}/{self.project_id}"
+
+    @property
+    def connections_accepted(self) -> int:
+        server = self._server
+        return server.accepted if isinstance(server, _Server) else 0
 
     def respond_with(
         self,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
+import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ from typing import Any
 import pytest
 import sentry_sdk
 
+from otel_bridge.sender import SocketSender
 from otel_bridge.transport import ConcurrentHttpTransport, ConcurrentWorker
 from tests.receiver import EnvelopeReceiver
 
@@ -39,10 +43,14 @@ def transport_of(client: sentry_sdk.Client) -> ConcurrentHttpTransport:
     return transport
 
 
-def worker_of(client: sentry_sdk.Client) -> ConcurrentWorker:
-    worker = transport_of(client)._worker
-    assert isinstance(worker, ConcurrentWorker)
-    return worker
+def sender_of(client: sentry_sdk.Client) -> SocketSender:
+    sender = transport_of(client)._worker
+    assert isinstance(sender, SocketSender)
+    return sender
+
+
+def sending_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("otel_bridge.")]
 
 
 def request_count(receiver: EnvelopeReceiver) -> int:
@@ -77,9 +85,8 @@ def test_delivers_everything_concurrently_over_kept_alive_connections(receiver: 
         messages = sorted(event["message"] for event in receiver.events())
         assert messages == sorted(f"message {number}" for number in range(500))
         assert not discarded(receiver)
-        pool = transport_of(client)._pool.connection_from_url(receiver.url)
-        assert 1 < pool.num_connections <= ConcurrentHttpTransport.max_threads
-        assert worker_of(client).thread_count <= ConcurrentHttpTransport.max_threads
+        assert 1 < receiver.connections_accepted <= ConcurrentHttpTransport.max_connections
+        assert sending_threads().count("otel_bridge.sender") == 1
 
 
 @pytest.mark.parametrize("options", [{"keep_alive": True}, {"socket_options": []}, {}])
@@ -87,8 +94,7 @@ def test_connections_keep_tcp_nodelay(receiver: EnvelopeReceiver, options: dict[
     with client_for(receiver, **options) as client:
         sentry_sdk.capture_message("hello")
         client.flush(timeout=5)
-        connection = transport_of(client)._pool.connection_from_url(receiver.url)._get_conn()
-        assert connection.sock is not None
+        connection = sender_of(client)._idle[0]
         assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
@@ -98,22 +104,22 @@ def test_queue_is_bounded_and_overflow_is_reported_once_the_endpoint_is_back(
     threads, bound, captured = 4, 20, 300
     receiver.respond_with(delay=5.0)
     with client_for(
-        receiver, transport=ConcurrentHttpTransport.with_max_threads(threads), transport_queue_size=bound
+        receiver, transport=ConcurrentHttpTransport.with_max_connections(threads), transport_queue_size=bound
     ) as client:
         for number in range(threads):
             sentry_sdk.capture_message(f"message {number}")
-        # every thread now waits for its answer
+        # every connection now waits for its answer
         assert receiver.wait_for(lambda r: request_count(r) >= threads, timeout=5)
         for number in range(threads, captured):
             sentry_sdk.capture_message(f"message {number}")
-        assert worker_of(client).pending() == threads + bound
+        assert sender_of(client).pending() == threads + bound
         receiver.respond_with()
 
         client.flush(timeout=15)
 
         assert len(receiver.events()) == threads + bound
         assert discarded(receiver) == {("queue_overflow", "error"): captured - threads - bound}
-        assert worker_of(client).thread_count == threads
+        assert receiver.connections_accepted == threads
 
 
 def test_drops_while_the_endpoint_fails_are_reported_once_it_is_back(receiver: EnvelopeReceiver) -> None:
@@ -155,7 +161,7 @@ def test_rate_limited_category_stops_while_others_go_on(
     limited = {"Retry-After": "60", "X-Sentry-Rate-Limits": "60:transaction:organization"}
     caplog.set_level(logging.WARNING, logger="otel_bridge")
     with client_for(
-        receiver, transport=ConcurrentHttpTransport.with_max_threads(threads), traces_sample_rate=1.0
+        receiver, transport=ConcurrentHttpTransport.with_max_connections(threads), traces_sample_rate=1.0
     ) as client:
         receiver.respond_with(status=429, headers=limited, delay=0.02)
         for number in range(100):
@@ -206,7 +212,7 @@ def test_flush_returns_once_everything_is_sent(receiver: EnvelopeReceiver) -> No
         waited = time.monotonic() - started
 
         assert 0.25 < waited < 4
-        assert worker_of(client).pending() == 0
+        assert sender_of(client).pending() == 0
         assert len(receiver.events()) == 40
 
         receiver.respond_with(delay=1.0)
@@ -214,7 +220,7 @@ def test_flush_returns_once_everything_is_sent(receiver: EnvelopeReceiver) -> No
         started = time.monotonic()
         client.flush(timeout=0.3)
         assert time.monotonic() - started < 0.8
-        assert worker_of(client).pending() >= 1
+        assert sender_of(client).pending() >= 1
 
 
 def test_a_forked_child_sends_on_its_own_threads_and_connections(receiver: EnvelopeReceiver) -> None:
@@ -222,13 +228,13 @@ def test_a_forked_child_sends_on_its_own_threads_and_connections(receiver: Envel
         sentry_sdk.capture_message("parent before fork")
         client.flush(timeout=5)
         parent_pool = transport_of(client)._pool
-        assert worker_of(client).is_alive
+        assert sender_of(client).is_alive
 
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                worker = worker_of(client)
+                worker = sender_of(client)
                 fresh = not worker.is_alive and transport_of(client)._pool is not parent_pool
                 sentry_sdk.capture_message("from the child")
                 client.flush(timeout=5)
@@ -252,3 +258,75 @@ def test_a_forked_child_sends_on_its_own_threads_and_connections(receiver: Envel
         client.flush(timeout=5)
         messages = sorted(event["message"] for event in receiver.events())
         assert messages == ["from the child", "parent after fork", "parent before fork"]
+
+
+def test_through_a_proxy_urllib3_sends_from_threads(receiver: EnvelopeReceiver) -> None:
+    # the receiver doubles as the HTTP proxy: it is sent the absolute URL of a host that does not exist
+    dsn = f"http://{receiver.key}@sentry.invalid/{receiver.project_id}"
+    client = sentry_sdk.Client(
+        dsn=dsn, transport=ConcurrentHttpTransport, http_proxy=receiver.url, transport_queue_size=100
+    )
+    try:
+        with sentry_sdk.new_scope() as scope:
+            scope.set_client(client)
+            assert isinstance(transport_of(client)._worker, ConcurrentWorker)
+            for number in range(20):
+                sentry_sdk.capture_message(f"via proxy {number}")
+            client.flush(timeout=10)
+    finally:
+        client.close(timeout=2)
+    assert sorted(event["message"] for event in receiver.events()) == sorted(
+        f"via proxy {number}" for number in range(20)
+    )
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    try:
+        command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        command += ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+        subprocess.run([*command, "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"needs the openssl command to make a test certificate: {error}")
+    return cert, key
+
+
+def test_https_is_verified_and_kept_alive(certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    with EnvelopeReceiver(tls=server_side) as receiver:
+        with client_for(receiver, ca_certs=cert) as client:
+            for number in range(30):
+                sentry_sdk.capture_message(f"over tls {number}")
+            client.flush(timeout=10)
+            assert len(receiver.events()) == 30
+            assert receiver.connections_accepted <= ConcurrentHttpTransport.max_connections
+            assert not discarded(receiver)
+
+        # a certificate nobody vouches for: nothing goes out, the loss is counted
+        with client_for(receiver) as client:
+            receiver.clear()
+            sentry_sdk.capture_message("unverified")
+            client.flush(timeout=5)
+            assert receiver.events() == []
+            assert transport_of(client)._discarded_events[("error", "network_error")] == 1
+
+
+def test_an_answer_that_never_comes_is_given_up_after_the_timeout(receiver: EnvelopeReceiver) -> None:
+    impatient = type("Impatient", (ConcurrentHttpTransport,), {"TIMEOUT": 0.5})
+    receiver.respond_with(delay=3.0)
+    with client_for(receiver, transport=impatient) as client:
+        started = time.monotonic()
+        sentry_sdk.capture_message("too slow")
+        client.flush(timeout=2.5)
+        assert time.monotonic() - started < 2
+        assert sender_of(client).pending() == 0
+        assert transport_of(client)._discarded_events[("error", "network_error")] == 1
+
+        receiver.respond_with()
+        sentry_sdk.capture_message("fast again")
+        client.flush(timeout=5)
+    assert "fast again" in [event["message"] for event in receiver.events()]
