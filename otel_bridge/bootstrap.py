@@ -20,7 +20,7 @@ from sentry_sdk.consts import ClientConstructor
 from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import Dsn
 
-from otel_bridge import sampling
+from otel_bridge import sampling, serialization
 from otel_bridge.config import BridgeConfig, ConfigError, read_config
 from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
@@ -148,7 +148,11 @@ def _overlapping_integrations() -> list[Any]:
 
 
 def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
-    """Adopt the active sentry-sdk client (its own tracing switched off) or create one for the bridge."""
+    """Adopt the active sentry-sdk client (its own tracing switched off) or create one for the bridge.
+
+    Either way, sentry-sdk's clients then serialize events with ``serialization.fast_serialize``.
+    """
+    serialization.install()
     client = sentry_sdk.get_client()
     if client.is_active():
         client.options["instrumenter"] = "otel"

@@ -116,7 +116,8 @@ class Connection:
         return self._state == _CLOSED
 
     def start(self, request: bytes) -> None:
-        """Begin sending ``request``; the connection may still be connecting."""
+        """Take ``request`` to send; ``progress()`` sends it once the connection is ready. A kept-alive
+        connection is ready at once."""
         self._outgoing = memoryview(request)
         self._incoming.clear()
         if self._state == _IDLE:
@@ -151,10 +152,11 @@ class Connection:
                 return None
             self._state = _SENDING
         if self._state == _SENDING:
-            if not self._send():
-                return None
-            self._state = _RECEIVING
-            self._wanted = selectors.EVENT_READ
+            if self._send():
+                # the answer cannot be there yet: the selector says when it is
+                self._state = _RECEIVING
+                self._wanted = selectors.EVENT_READ
+            return None
         if self._state == _RECEIVING:
             return self._receive()
         if self._state == _IDLE:

@@ -32,6 +32,7 @@ sdk_logger = logging.getLogger("sentry_sdk.errors")
 
 Job = Callable[[], Any]
 IDLE_POLL_SECONDS = 1.0
+BUSY_POLL_SECONDS = 0.002
 
 
 class SendHooks(Protocol):
@@ -119,7 +120,9 @@ class SocketSender(Worker):
             self._unfinished += 1
             if self._thread is None:
                 self._start_thread()
-            elif self._sleeping:
+            elif self._sleeping and not self._busy:
+                # with POSTs in flight the thread looks at the queue within BUSY_POLL_SECONDS anyway: a
+                # wake-up per envelope would cost the caller a system call and a thread switch
                 self._sleeping = False
                 self._wake()
             return True
@@ -184,7 +187,6 @@ class SocketSender(Worker):
                     self._start(job)
                 else:
                     self._run_job(job)
-                time.sleep(0)
             with self._lock:
                 if self._killed and not self._jobs and not self._busy:
                     self._close_all()
@@ -198,7 +200,6 @@ class SocketSender(Worker):
                     self._drain_waker()
                 else:
                     self._progress(key.data)
-                    time.sleep(0)
             self._expire()
 
     def _take_jobs(self) -> list[Union[Job, Envelope]]:
@@ -215,8 +216,11 @@ class SocketSender(Worker):
     def _wait_seconds(self) -> float:
         if not self._busy:
             return IDLE_POLL_SECONDS
-        soonest = min(exchange.deadline for exchange in self._busy.values())
-        return max(0.0, min(IDLE_POLL_SECONDS, soonest - time.monotonic()))
+        if self._jobs:
+            # every connection is busy: the next answer frees one
+            soonest = min(exchange.deadline for exchange in self._busy.values())
+            return max(0.0, min(IDLE_POLL_SECONDS, soonest - time.monotonic()))
+        return BUSY_POLL_SECONDS
 
     def _drain_waker(self) -> None:
         assert self._waker is not None
@@ -250,19 +254,20 @@ class SocketSender(Worker):
         self._send(_Exchange(envelope, request, time.monotonic() + self._timeout))
 
     def _send(self, exchange: _Exchange) -> None:
-        connection = self._idle.pop() if self._idle else None
-        try:
-            if connection is None:
-                connection = Connection(self.endpoint)
-                self.connections_opened += 1
-                self._register(connection)
+        if self._idle:
+            connection = self._idle.pop()
             connection.start(exchange.request)
-            self._modify(connection)
+            self._busy[connection] = exchange
+            self._progress(connection)
+            return
+        try:
+            connection = Connection(self.endpoint)
         except (OSError, ExchangeFailed):
-            if connection is not None:
-                self._forget(connection)
             self._failed(exchange)
             return
+        self.connections_opened += 1
+        connection.start(exchange.request)
+        self._register(connection)
         self._busy[connection] = exchange
 
     def _progress(self, connection: Connection) -> None:
@@ -281,7 +286,7 @@ class SocketSender(Worker):
             return
         if connection.closed:
             self._forget(connection)
-        elif connection.idle:
+        else:
             self._modify(connection)
         if response is None:
             return

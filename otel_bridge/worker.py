@@ -25,6 +25,8 @@ class _FlushMarker:
 
 
 _STOP = object()
+BUSY_POLL_SECONDS = 0.002
+BUSY_POLLS = 25
 Job = Callable[[], Any]
 
 
@@ -89,11 +91,24 @@ class BackgroundWorker:
 
     def _run(self) -> None:
         next_tick = time.monotonic() + self._tick_interval
+        polls_left = 0
         while True:
             try:
-                item = self._queue.get(timeout=self._tick_interval)
+                item = self._queue.get_nowait()
+                polls_left = BUSY_POLLS
             except queue.Empty:
                 item = None
+                if polls_left:
+                    # while requests keep coming, look again shortly instead of waiting on the queue:
+                    # a waiting thread costs each request a wake-up (a system call on the request path)
+                    polls_left -= 1
+                    time.sleep(BUSY_POLL_SECONDS)
+                else:
+                    try:
+                        item = self._queue.get(timeout=self._tick_interval)
+                        polls_left = BUSY_POLLS
+                    except queue.Empty:
+                        pass
             if item is _STOP:
                 return
             if isinstance(item, _FlushMarker):

@@ -1,0 +1,221 @@
+"""A faster drop-in for ``sentry_sdk.serializer.serialize`` on outgoing events.
+
+``Client._prepare_event`` runs every event through sentry-sdk's ``serialize``: ~124 µs for a
+typical 1.9 KB transaction. For an event of plain JSON data it only copies the containers and
+formats datetimes; ``fast_serialize`` does that in one tighter walk (~14 µs, less than the ~19 µs
+of a ``json`` round trip) when it can prove the result identical, i.e. the event holds only:
+
+* exactly ``dict`` with ``str`` keys, ``list`` and ``tuple`` (subclasses may define
+  ``__sentry_repr__``, ``__str__`` or ``__iter__``, and other keys are written as ``str(key)``);
+* exactly ``str``, ``int``, ``bool``, ``None``, finite ``float`` (NaN and infinities become
+  reprs) and ``datetime`` (becomes ``format_timestamp``, as in ``serialize``);
+* databags (``extra``, each breadcrumb, ``request.data`` unless ``max_request_body_size`` is
+  ``"always"``) within ``MAX_DATABAG_DEPTH``; containers in them beyond ``MAX_DATABAG_BREADTH`` are
+  cut and noted in ``_meta`` the way ``serialize`` does (sentry-sdk's own ``extra["sys.argv"]`` has more
+  than ten items under most servers' command lines);
+* no string that ``strip_string`` would trim to ``max_value_length`` (checking span descriptions too,
+  which ``serialize`` never trims);
+* no nesting beyond ``_MAX_NESTING`` (so cycles, which ``serialize`` marks, fall back).
+
+Otherwise, and for ``is_vars`` (frame locals), unknown keywords, registered global repr
+processors, or any exception on the way, the call goes to the original ``serialize``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Dict, Optional
+
+import sentry_sdk.client
+import sentry_sdk.consts
+import sentry_sdk.serializer
+from sentry_sdk.utils import disable_capture_event, format_timestamp, strip_string
+
+__all__ = ["fast_serialize", "install", "uninstall"]
+
+Serialize = Callable[..., Dict[str, Any]]
+Path = tuple[str, ...]
+Meta = Dict[str, Any]
+
+_sentry_serialize: Serialize = sentry_sdk.serializer.serialize
+_client: Any = sentry_sdk.client  # its `serialize` is an undeclared (to mypy) re-export
+_replaced: Optional[Serialize] = None
+
+_KNOWN_KWARGS = frozenset({"max_request_body_size", "max_value_length", "custom_repr", "is_vars"})
+# Outside databags nothing is trimmed; this only bounds the walk, so cycles fall back.
+_MAX_NESTING = 100
+
+
+def _default_max_value_length() -> Optional[int]:
+    """The limit ``strip_string`` applies when ``max_value_length`` is None (older sentry-sdk)."""
+    limit = getattr(sentry_sdk.consts, "DEFAULT_MAX_VALUE_LENGTH", None)
+    probe = "x" * (limit + 1 if isinstance(limit, int) else 1_000_000)
+    if strip_string(probe, max_length=None) is probe:
+        return None
+    return limit if isinstance(limit, int) else 0
+
+
+_NONE_MAX_VALUE_LENGTH = _default_max_value_length()
+
+
+class _Fallback(Exception):
+    """``serialize`` might return something other than a plain copy."""
+
+
+def _copy(obj: Any, depth: int, max_len: Optional[int]) -> Any:
+    """A copy of ``obj`` outside databags, as ``serialize`` returns it; ``depth`` only bounds the walk."""
+    if depth <= 0:
+        raise _Fallback
+    t = type(obj)
+    if t is str:
+        _check_length(obj, max_len)
+        return obj
+    if t is dict:
+        out = {}
+        for k, v in obj.items():
+            if type(k) is not str:
+                raise _Fallback
+            out[k] = _copy(v, depth - 1, max_len)
+        return out
+    if t is list or t is tuple:
+        return [_copy(v, depth - 1, max_len) for v in obj]
+    return _copy_scalar(obj, t)
+
+
+def _copy_bag(obj: Any, depth: int, breadth: int, max_len: Optional[int], path: Path, meta: Meta) -> Any:
+    """A copy of ``obj`` inside a databag with ``depth`` levels left. Containers beyond ``breadth`` items
+    keep their first ``breadth`` and note their length in ``meta``, as ``serialize`` does; a node past the
+    last level (replaced by its repr) falls back."""
+    if depth <= 0:
+        raise _Fallback
+    t = type(obj)
+    if t is str:
+        _check_length(obj, max_len)
+        return obj
+    if t is dict:
+        out = {}
+        for i, (k, v) in enumerate(obj.items()):
+            if i >= breadth:
+                _annotate(meta, path, len(obj))
+                break
+            if type(k) is not str:
+                raise _Fallback
+            out[k] = _copy_bag(v, depth - 1, breadth, max_len, (*path, k), meta)
+        return out
+    if t is list or t is tuple:
+        if len(obj) > breadth:
+            _annotate(meta, path, len(obj))
+        return [
+            _copy_bag(v, depth - 1, breadth, max_len, (*path, str(i)), meta)
+            for i, v in enumerate(obj[:breadth])
+        ]
+    return _copy_scalar(obj, t)
+
+
+def _copy_scalar(obj: Any, t: type) -> Any:
+    if t is int or t is bool or obj is None:
+        return obj
+    if t is float:
+        if obj - obj != 0.0:  # nan, inf
+            raise _Fallback
+        return obj
+    if t is datetime:
+        return format_timestamp(obj)
+    raise _Fallback
+
+
+def _check_length(text: str, max_len: Optional[int]) -> None:
+    # strip_string trims beyond max_len UTF-8 bytes (characters if unencodable); <= 4 bytes a character.
+    if (
+        max_len is not None
+        and text
+        and len(text) * 4 > max_len
+        and len(text.encode("utf-8", "surrogatepass")) > max_len
+    ):
+        raise _Fallback
+
+
+def _annotate(meta: Meta, path: Path, length: int) -> None:
+    node = meta
+    for segment in path:
+        node = node.setdefault(segment, {})
+    node.setdefault("", {})["len"] = length
+
+
+def _copy_event(event: Any, keep_request_bodies: bool, max_len: Optional[int]) -> Dict[str, Any]:
+    """``_copy`` of a whole event, with databags where ``_Serializer._is_databag`` finds them."""
+    if type(event) is not dict:
+        raise _Fallback
+    depth = sentry_sdk.serializer.MAX_DATABAG_DEPTH
+    breadth = sentry_sdk.serializer.MAX_DATABAG_BREADTH
+    meta: Meta = {}
+    out: Dict[str, Any] = {}
+    for key, section in event.items():
+        if type(key) is not str:
+            raise _Fallback
+        if key == "extra":
+            out[key] = _copy_bag(section, depth, breadth, max_len, (key,), meta)
+        elif (key == "request" or key == "breadcrumbs") and type(section) is dict:
+            out[key] = inner = {}
+            for k, v in section.items():
+                if type(k) is not str:
+                    raise _Fallback
+                if key == "request" and k == "data" and not keep_request_bodies:
+                    inner[k] = _copy_bag(v, depth, breadth, max_len, (key, k), meta)
+                elif key == "breadcrumbs" and k == "values" and (type(v) is list or type(v) is tuple):
+                    inner[k] = [
+                        _copy_bag(crumb, depth, breadth, max_len, (key, k, str(i)), meta)
+                        for i, crumb in enumerate(v)
+                    ]
+                elif key == "breadcrumbs" and k == "values" and type(v) is dict:
+                    if any(type(i) is not str for i in v):
+                        raise _Fallback
+                    inner[k] = {
+                        i: _copy_bag(crumb, depth, breadth, max_len, (key, k, i), meta)
+                        for i, crumb in v.items()
+                    }
+                else:
+                    inner[k] = _copy(v, _MAX_NESTING, max_len)
+        else:
+            out[key] = _copy(section, _MAX_NESTING, max_len)
+    if meta:
+        out["_meta"] = meta
+    return out
+
+
+def fast_serialize(event: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
+    """``sentry_sdk.serializer.serialize(event, **kwargs)``; just a copy when that is provably the same."""
+    if (
+        kwargs.get("is_vars")
+        or not _KNOWN_KWARGS.issuperset(kwargs)
+        or sentry_sdk.serializer.global_repr_processors
+    ):
+        return _sentry_serialize(event, **kwargs)
+    max_len = kwargs.get("max_value_length")
+    if max_len is None:
+        max_len = _NONE_MAX_VALUE_LENGTH
+    # serialize() sets this for its duration and clears it after; a datetime's tzinfo is user code.
+    disable_capture_event.set(True)
+    try:
+        return _copy_event(event, kwargs.get("max_request_body_size") == "always", max_len)
+    except Exception:
+        pass
+    finally:
+        disable_capture_event.set(False)
+    return _sentry_serialize(event, **kwargs)
+
+
+def install() -> None:
+    """Make sentry-sdk's client serialize events with ``fast_serialize``; idempotent."""
+    global _replaced
+    if _client.serialize is not fast_serialize:
+        _replaced = _client.serialize
+        _client.serialize = fast_serialize
+
+
+def uninstall() -> None:
+    """Undo ``install``."""
+    global _replaced
+    if _replaced is not None and _client.serialize is fast_serialize:
+        _client.serialize = _replaced
+    _replaced = None
