@@ -51,6 +51,41 @@ class SendHooks(Protocol):
     def _flush_client_reports(self, force: bool = False) -> None: ...
 
 
+class CountedWork(Worker):
+    """A worker that counts its unfinished jobs under ``_lock`` and notifies ``_all_done`` at zero."""
+
+    _lock: threading.Lock
+    _all_done: threading.Condition
+    _unfinished: int
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._unfinished
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """``True`` once every job queued so far, and every job those queued, has finished."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._unfinished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._all_done.wait(remaining)
+            return True
+
+    def flush(self, timeout: float, callback: Optional[Callable[[int, float], Any]] = None) -> None:
+        """As sentry-sdk's ``BackgroundWorker``: still busy after 0.1 s, ``callback(pending, timeout)``."""
+        if timeout <= 0:
+            return
+        initial = min(0.1, timeout)
+        if self.wait_until_idle(initial):
+            return
+        if callback is not None:
+            callback(self.pending(), timeout)
+        if not self.wait_until_idle(timeout - initial):
+            sdk_logger.error("flush timed out, dropped %s events", self.pending())
+
+
 @dataclass
 class _Exchange:
     envelope: Envelope
@@ -59,7 +94,7 @@ class _Exchange:
     retried: bool = False
 
 
-class SocketSender(Worker):
+class SocketSender(CountedWork):
     def __init__(
         self,
         hooks: SendHooks,
@@ -145,33 +180,6 @@ class SocketSender(Worker):
         if self._waker is not None:
             with contextlib.suppress(OSError):
                 self._waker[1].send(b"\0")
-
-    def pending(self) -> int:
-        with self._lock:
-            return self._unfinished
-
-    def wait_until_idle(self, timeout: float) -> bool:
-        """``True`` once every job queued so far, and every job those queued, has finished."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._unfinished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._all_done.wait(remaining)
-            return True
-
-    def flush(self, timeout: float, callback: Optional[Callable[[int, float], Any]] = None) -> None:
-        """As sentry-sdk's ``BackgroundWorker``: still busy after 0.1 s, ``callback(pending, timeout)``."""
-        if timeout <= 0:
-            return
-        initial = min(0.1, timeout)
-        if self.wait_until_idle(initial):
-            return
-        if callback is not None:
-            callback(self.pending(), timeout)
-        if not self.wait_until_idle(timeout - initial):
-            sdk_logger.error("flush timed out, dropped %s events", self.pending())
 
     def kill(self) -> None:
         with self._lock:

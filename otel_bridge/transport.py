@@ -38,7 +38,7 @@ from sentry_sdk.worker import Worker
 
 from otel_bridge.drops import RateLimitedLogger
 from otel_bridge.http1 import Endpoint
-from otel_bridge.sender import SocketSender
+from otel_bridge.sender import CountedWork, SocketSender
 
 if TYPE_CHECKING:
     from sentry_sdk._types import EventDataCategory
@@ -53,7 +53,7 @@ RATE_LIMIT_WARNING_INTERVAL = 60.0
 Job = Callable[[], Any]
 
 
-class ConcurrentWorker(Worker):
+class ConcurrentWorker(CountedWork):
     """A bounded queue of jobs run by up to ``max_threads`` daemon threads.
 
     A thread is added when a job is queued and no idle thread is left to take it, so an idle process keeps
@@ -142,33 +142,6 @@ class ConcurrentWorker(Worker):
                     self._unfinished -= 1
                     if self._unfinished == 0:
                         self._all_done.notify_all()
-
-    def wait_until_idle(self, timeout: float) -> bool:
-        """``True`` once every job queued so far, and every job those queued, has finished."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._unfinished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._all_done.wait(remaining)
-            return True
-
-    def pending(self) -> int:
-        with self._lock:
-            return self._unfinished
-
-    def flush(self, timeout: float, callback: Optional[Callable[[int, float], Any]] = None) -> None:
-        """As sentry-sdk's ``BackgroundWorker``: still busy after 0.1 s, ``callback(pending, timeout)``."""
-        if timeout <= 0:
-            return
-        initial = min(0.1, timeout)
-        if self.wait_until_idle(initial):
-            return
-        if callback is not None:
-            callback(self.pending(), timeout)
-        if not self.wait_until_idle(timeout - initial):
-            sdk_logger.error("flush timed out, dropped %s events", self.pending())
 
     def kill(self) -> None:
         with self._lock:
