@@ -11,7 +11,7 @@ import errno
 import selectors
 import socket
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -281,14 +281,10 @@ def _parse_head(head: bytes) -> tuple[int, str, Headers]:
 
 
 def _keeps_alive(version: str, headers: Headers) -> bool:
-    tokens = _tokens((headers.get("connection") or "").split(","))
+    tokens = {token.strip().lower() for token in (headers.get("connection") or "").split(",")}
     if version == "HTTP/1.0":
         return "keep-alive" in tokens
     return "close" not in tokens
-
-
-def _tokens(values: Iterable[str]) -> set[str]:
-    return {value.strip().lower() for value in values}
 
 
 def _dechunk(buffer: Union[bytes, bytearray], position: int, at_eof: bool) -> Optional[bytes]:

@@ -127,7 +127,6 @@ class SocketSender(CountedWork):
         self._sleeping = False
         self._busy: dict[Connection, _Exchange] = {}
         self._idle: list[Connection] = []
-        self.connections_opened = 0
 
     def after_fork_in_child(self) -> None:
         # the inherited sockets and thread belong to the parent
@@ -273,7 +272,6 @@ class SocketSender(CountedWork):
         except (OSError, ExchangeFailed):
             self._failed(exchange)
             return
-        self.connections_opened += 1
         connection.start(exchange.request)
         self._register(connection)
         self._busy[connection] = exchange
