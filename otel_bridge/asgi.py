@@ -19,10 +19,11 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span, TracerProvider
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 
+from otel_bridge import frameworks
 from otel_bridge.bootstrap import flush_before_exit
 from otel_bridge.drops import RateLimitedLogger
 from otel_bridge.errors import capture_unhandled
-from otel_bridge.naming import SOURCE_URL, name_from_asgi
+from otel_bridge.naming import SOURCE_CUSTOM, SOURCE_URL, name_from_asgi
 from otel_bridge.request_context import RequestContext, current_request, exception_key
 from otel_bridge.request_data import request_from_asgi
 from otel_bridge.sending import convert_options
@@ -37,6 +38,11 @@ ServerRequestHook = Optional[Callable[[Span, Scope], None]]
 TRANSACTION_STYLES = ("endpoint", "url")
 _untraced = RateLimitedLogger(logging.getLogger("otel_bridge"), interval=60.0)
 SPAN_NAMES = ("receive", "send")
+# Public markers that tell a framework its requests are already traced, so that it does not start a second
+# server span of its own: FastAPI's native telemetry skips a scope holding "fastapi.telemetry" (as it does
+# when OpenTelemetry's ASGI middleware is in its own stack), Starlette's OpenTelemetryMiddleware one marked
+# "starlette.opentelemetry".
+ALREADY_TRACED_MARKERS = (("fastapi.telemetry", None), ("starlette.opentelemetry", True))
 
 try:
     from sentry_sdk.integrations.asgi import _asgi_middleware_applied as _sentry_asgi_applied
@@ -76,6 +82,7 @@ class SentryAsgiMiddleware:
         self.transaction_style = transaction_style
         self.mechanism_type = mechanism_type
         self._app3: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        self._framework = frameworks.adapt(app, _report_framework_exception)
         self._user_hook = server_request_hook
         excluded: Optional[ExcludeList] = (
             parse_excluded_urls(excluded_urls) if excluded_urls is not None else get_excluded_urls("ASGI")
@@ -94,12 +101,21 @@ class SentryAsgiMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "lifespan":
-            await self._app3(scope, receive, _flushing_at_shutdown(send))
+            if self._framework is not None and not self._framework.speaks_lifespan:
+                await _answer_lifespan(receive, _flushing_at_shutdown(send))
+            else:
+                await self._app3(scope, receive, _flushing_at_shutdown(send))
             return
         if kind not in ("http", "websocket"):
             await self._app3(scope, receive, send)
             return
-        request = RequestContext(scope, self.transaction_style)
+        for marker, value in ALREADY_TRACED_MARKERS:
+            scope.setdefault(marker, value)
+        request = RequestContext(
+            scope,
+            self.transaction_style,
+            resolve_route=self._framework.resolve_route if self._framework is not None else None,
+        )
         request_token = current_request.set(request)
         sentry_token = _sentry_asgi_applied.set(True)
         try:
@@ -136,9 +152,25 @@ class SentryAsgiMiddleware:
 
     async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = current_request.get()
-        if request is not None:
-            request.app_called = True
-        await self._app3(scope, receive, send)
+        if request is None:
+            await self._app3(scope, receive, send)
+            return
+        request.app_called = True
+
+        async def send_to_otel(message: Message) -> None:
+            headers = message.get("headers")
+            if headers is not None and not isinstance(headers, (list, tuple)):
+                # Sanic hands its headers over as a one-shot generator, which OpenTelemetry's middleware
+                # would consume before the server sees them.
+                message["headers"] = list(headers)
+            if message.get("type") == "http.response.start":
+                _label_server_span(request)
+            await send(message)
+
+        try:
+            await self._app3(scope, receive, send_to_otel)
+        finally:
+            _label_server_span(request)
 
     def _note_server_span(self, span: Span, scope: Scope) -> None:
         request = current_request.get()
@@ -147,6 +179,45 @@ class SentryAsgiMiddleware:
             request.server_context = otel_context.get_current()
         if self._user_hook is not None:
             self._user_hook(span, scope)
+
+
+def _report_framework_exception(exc: BaseException, framework: str) -> None:
+    """An exception a framework turned into an error response: reported as unhandled, in its request."""
+    request = current_request.get()
+    if request is None:
+        capture_unhandled(exc, None, None, "http.server", framework)
+        return
+    op = f"{request.asgi_scope.get('type', 'http')}.server"
+    capture_unhandled(exc, request.server_span, request.server_context, op, framework)
+    request.reported.add(exception_key(exc))
+
+
+def _label_server_span(request: RequestContext) -> None:
+    """Once the framework routed the request, the server span is named by the route for every backend
+    (as OpenTelemetry's framework instrumentations and FastAPI's native telemetry name theirs)."""
+    span = request.server_span
+    if span is None or request.span_labelled or not span.is_recording():
+        return
+    request.span_labelled = True
+    named = name_from_asgi(request.asgi_scope, "url", request.current_route())
+    if named is None:
+        return
+    template = named[0]
+    span.set_attribute("http.route", template)
+    if request.asgi_scope.get("type") == "http":
+        span.update_name(f"{str(request.asgi_scope.get('method', 'GET')).upper()} {template}")
+
+
+async def _answer_lifespan(receive: Receive, send: Send) -> None:
+    """The lifespan protocol on behalf of an app that does not speak it (Django raises on it): startup and
+    shutdown succeed, and what is queued for Sentry is sent at shutdown."""
+    while True:
+        message = await receive()
+        if message.get("type") == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message.get("type") == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _flushing_at_shutdown(send: Send) -> Send:
@@ -186,8 +257,9 @@ def _describe_request(event: dict[str, Any], hint: Any, request: RequestContext)
         asgi_scope, send_default_pii=options.send_default_pii, denylist=options.denylist
     )
     event["request"] = {**(event.get("request") or {}), **described}
-    if event.get("type") != "transaction" and not event.get("transaction"):
-        named = name_from_asgi(asgi_scope, request.transaction_style)
+    named_by_user = (event.get("transaction_info") or {}).get("source") == SOURCE_CUSTOM
+    if event.get("type") != "transaction" and not (event.get("transaction") and named_by_user):
+        named = name_from_asgi(asgi_scope, request.transaction_style, request.current_route())
         if named is None:
             named = (f"{asgi_scope.get('root_path', '')}{asgi_scope.get('path', '')}", SOURCE_URL)
         event["transaction"], source = named

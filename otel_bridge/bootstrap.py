@@ -132,14 +132,25 @@ def _resource_defaults(attributes: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+# sentry-sdk's own integrations for the frameworks the middleware serves: each would open a second request
+# scope inside ours, report the same exceptions on its own and attach request bodies, which this bridge
+# never sends. The middleware learns routes and errors from these frameworks itself (``frameworks``).
+OVERLAPPING_INTEGRATIONS = (
+    ("sentry_sdk.integrations.starlette", "StarletteIntegration"),
+    ("sentry_sdk.integrations.fastapi", "FastApiIntegration"),
+    ("sentry_sdk.integrations.quart", "QuartIntegration"),
+    ("sentry_sdk.integrations.litestar", "LitestarIntegration"),
+    ("sentry_sdk.integrations.starlite", "StarliteIntegration"),
+    ("sentry_sdk.integrations.django", "DjangoIntegration"),
+    ("sentry_sdk.integrations.sanic", "SanicIntegration"),
+)
+
+
 def _overlapping_integrations() -> list[Any]:
-    """sentry-sdk's own Starlette/FastAPI integrations: they would nest a second request scope inside ours,
-    report the same exceptions, and attach request bodies, which this bridge never sends."""
+    """The classes of ``OVERLAPPING_INTEGRATIONS`` this sentry-sdk has; a module that cannot be imported
+    (its framework is not installed) has nothing to disable."""
     found: list[Any] = []
-    for module, name in (
-        ("sentry_sdk.integrations.starlette", "StarletteIntegration"),
-        ("sentry_sdk.integrations.fastapi", "FastApiIntegration"),
-    ):
+    for module, name in OVERLAPPING_INTEGRATIONS:
         try:
             found.append(getattr(importlib.import_module(module), name))
         except Exception:

@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_tra
 
 from otel_bridge import semconv
 from otel_bridge.frames import parse_exception
-from otel_bridge.naming import SOURCE_ROUTE, name_from_asgi, name_from_span
+from otel_bridge.naming import SOURCE_ROUTE, Route, name_from_asgi, name_from_span
 from otel_bridge.privacy import scrub_attributes, scrub_url
 from otel_bridge.request_data import request_from_attributes
 
@@ -86,6 +86,7 @@ class FinishedTrace:
     children: Sequence[ReadableSpan] = ()
     asgi_scope: Optional[Mapping[str, Any]] = None
     transaction_style: Optional[str] = None
+    route: Optional[Route] = None
     dropped_spans: int = 0
     sample_rate: Optional[float] = None
     sample_rand: Optional[float] = None
@@ -197,7 +198,7 @@ def _span_json(span: ReadableSpan, options: ConvertOptions) -> dict[str, Any]:
 def transaction_name(trace: FinishedTrace) -> tuple[str, str]:
     style = trace.transaction_style or "endpoint"
     if trace.asgi_scope is not None:
-        from_framework = name_from_asgi(trace.asgi_scope, style)
+        from_framework = name_from_asgi(trace.asgi_scope, style, trace.route)
         if from_framework is not None:
             return from_framework
     return name_from_span(trace.root.name, trace.root.attributes or {})

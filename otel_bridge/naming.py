@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from sentry_sdk.utils import transaction_from_function
@@ -16,34 +17,56 @@ SOURCE_URL = "url"
 SOURCE_CUSTOM = "custom"
 
 
-def route_template(asgi_scope: Mapping[str, Any]) -> Optional[str]:
-    """The path template of the route the framework chose (Starlette/FastAPI set ``scope["route"]``)."""
+@dataclass(frozen=True)
+class Route:
+    """How the framework routed a request: the view's qualified name and the path template."""
+
+    endpoint: Optional[str] = None
+    template: Optional[str] = None
+
+
+def route_from_scope(asgi_scope: Mapping[str, Any]) -> Optional[Route]:
+    """The route a framework wrote into the ASGI scope: Starlette/FastAPI ``route`` and ``endpoint``,
+    Litestar ``route_handler`` and ``path_template``."""
     route = asgi_scope.get("route")
+    endpoint = asgi_scope.get("endpoint")
+    if route is not None or endpoint is not None:
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        return Route(
+            endpoint=(transaction_from_function(endpoint) or None) if endpoint is not None else None,
+            template=f"{asgi_scope.get('root_path', '')}{template}" if isinstance(template, str) else None,
+        )
+    handler = asgi_scope.get("route_handler")
+    if handler is not None:
+        return Route(endpoint=_litestar_handler_name(handler), template=asgi_scope.get("path_template"))
+    return None
+
+
+def _litestar_handler_name(handler: Any) -> Optional[str]:
+    name = getattr(handler, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    function = getattr(handler, "fn", None)
+    function = getattr(function, "value", function)
+    return (transaction_from_function(function) or None) if function is not None else None
+
+
+def name_of_route(route: Optional[Route], transaction_style: str) -> Optional[tuple[str, str]]:
+    """``(name, source)`` for ``transaction_style`` (``endpoint`` falls back on the template)."""
     if route is None:
         return None
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not isinstance(template, str) or not template:
-        return None
-    return f"{asgi_scope.get('root_path', '')}{template}"
-
-
-def endpoint_name(asgi_scope: Mapping[str, Any]) -> Optional[str]:
-    endpoint = asgi_scope.get("endpoint")
-    if endpoint is None:
-        return None
-    return transaction_from_function(endpoint) or None
-
-
-def name_from_asgi(asgi_scope: Mapping[str, Any], transaction_style: str) -> Optional[tuple[str, str]]:
-    """``(name, source)`` when the framework told us how it routed the request, else ``None``."""
-    if transaction_style == "endpoint":
-        endpoint = endpoint_name(asgi_scope)
-        if endpoint:
-            return endpoint, SOURCE_COMPONENT
-    template = route_template(asgi_scope)
-    if template:
-        return template, SOURCE_ROUTE
+    if transaction_style == "endpoint" and route.endpoint:
+        return route.endpoint, SOURCE_COMPONENT
+    if route.template:
+        return route.template, SOURCE_ROUTE
     return None
+
+
+def name_from_asgi(
+    asgi_scope: Mapping[str, Any], transaction_style: str, route: Optional[Route] = None
+) -> Optional[tuple[str, str]]:
+    """``(name, source)`` when the framework told us how it routed the request, else ``None``."""
+    return name_of_route(route or route_from_scope(asgi_scope), transaction_style)
 
 
 def name_from_span(span_name: str, attributes: Mapping[str, Any]) -> tuple[str, str]:
@@ -66,5 +89,5 @@ def current_route_name() -> Optional[str]:
     request = current_request.get()
     if request is None:
         return None
-    named = name_from_asgi(request.asgi_scope, request.transaction_style)
+    named = name_from_asgi(request.asgi_scope, request.transaction_style, request.current_route())
     return named[0] if named is not None else None

@@ -32,6 +32,7 @@ class _OpenTrace:
         "isolation",
         "members",
         "request",
+        "root_ended",
         "root_id",
         "started",
     )
@@ -53,6 +54,7 @@ class _OpenTrace:
         self.children: list[ReadableSpan] = []
         self.dropped = 0
         self.started = time.monotonic()
+        self.root_ended = False
 
 
 class SentrySpanProcessor(SpanProcessor):
@@ -65,12 +67,10 @@ class SentrySpanProcessor(SpanProcessor):
         max_open_traces: int = 10_000,
         max_queued_traces: int = 1000,
         root_timeout_seconds: float = 300.0,
-        transaction_style: str = "endpoint",
     ) -> None:
         self._max_spans = max_spans_per_trace
         self._max_open = max_open_traces
         self._root_timeout = root_timeout_seconds
-        self._transaction_style = transaction_style
         self._owner: dict[int, _OpenTrace] = {}
         self._open: dict[int, _OpenTrace] = {}
         self.drops = DropCounter()
@@ -115,26 +115,30 @@ class SentrySpanProcessor(SpanProcessor):
         if owner.root_id != context.span_id:
             owner.children.append(span)
             return
+        owner.root_ended = True
+        request = owner.request
+        if request is None:
+            self._hand_off(owner, span)
+            return
+        # Spans that end after the root but within the request (a framework's own middleware spans, which
+        # end after the server span's final body) still belong to the transaction.
+        request.hand_off_when_done(lambda: self._hand_off(owner, span))
+
+    def _hand_off(self, owner: _OpenTrace, root: ReadableSpan) -> None:
         self._forget(owner)
         request = owner.request
         finished = FinishedTrace(
-            root=span,
+            root=root,
             children=owner.children,
             asgi_scope=request.asgi_scope if request is not None else None,
-            transaction_style=request.transaction_style if request is not None else self._transaction_style,
+            transaction_style=request.transaction_style if request is not None else None,
+            route=request.current_route() if request is not None else None,
             dropped_spans=owner.dropped,
             incoming_dsc=owner.incoming_dsc or None,
         )
         isolation, current = owner.isolation, owner.current
         reported = request.reported if request is not None else frozenset()
-
-        def hand_off() -> None:
-            self._worker.submit(lambda: send_trace(finished, isolation, current, reported))
-
-        if request is not None:
-            request.hand_off_when_done(hand_off)
-        else:
-            hand_off()
+        self._worker.submit(lambda: send_trace(finished, isolation, current, reported))
 
     def _forget(self, trace: _OpenTrace) -> None:
         self._open.pop(trace.root_id, None)
@@ -143,7 +147,9 @@ class SentrySpanProcessor(SpanProcessor):
 
     def _evict_stale_roots(self) -> None:
         deadline = time.monotonic() - self._root_timeout
-        stale = [trace for trace in list(self._open.values()) if trace.started < deadline]
+        stale = [
+            trace for trace in list(self._open.values()) if trace.started < deadline and not trace.root_ended
+        ]
         for trace in stale:
             self._forget(trace)
             self.drops.count("insufficient_data", "transaction")

@@ -8,10 +8,13 @@ from collections import OrderedDict
 from collections.abc import Collection, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
+
+if TYPE_CHECKING:
+    from otel_bridge.naming import Route
 
 ExceptionKey = tuple[str, str]
 RaiseSite = tuple[str, int]
@@ -94,13 +97,23 @@ class RequestContext:
 
     asgi_scope: MutableMapping[str, Any]
     transaction_style: str
+    route: Optional[Route] = None
+    resolve_route: Optional[Callable[[MutableMapping[str, Any]], Optional[Route]]] = None
     server_span: Optional[Span] = None
     server_context: Optional[Context] = None
     app_called: bool = False
+    span_labelled: bool = False
     reported: set[ExceptionKey] = field(default_factory=set)
     _waiting: list[Callable[[], Any]] = field(default_factory=list)
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current_route(self) -> Optional[Route]:
+        """The route a framework hook noted, or the one its resolver finds (asked once)."""
+        if self.route is None and self.resolve_route is not None:
+            resolve, self.resolve_route = self.resolve_route, None
+            self.route = resolve(self.asgi_scope)
+        return self.route
 
     def hand_off_when_done(self, hand_off: Callable[[], Any]) -> None:
         with self._lock:
