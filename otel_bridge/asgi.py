@@ -163,14 +163,9 @@ class SentryAsgiMiddleware:
                 # Sanic hands its headers over as a one-shot generator, which OpenTelemetry's middleware
                 # would consume before the server sees them.
                 message["headers"] = list(headers)
-            if message.get("type") == "http.response.start":
-                _label_server_span(request)
             await send(message)
 
-        try:
-            await self._app3(scope, receive, send_to_otel)
-        finally:
-            _label_server_span(request)
+        await self._app3(scope, receive, send_to_otel)
 
     def _note_server_span(self, span: Span, scope: Scope) -> None:
         request = current_request.get()
@@ -190,22 +185,6 @@ def _report_framework_exception(exc: BaseException, framework: str) -> None:
     op = f"{request.asgi_scope.get('type', 'http')}.server"
     capture_unhandled(exc, request.server_span, request.server_context, op, framework)
     request.reported.add(exception_key(exc))
-
-
-def _label_server_span(request: RequestContext) -> None:
-    """Once the framework routed the request, the server span is named by the route for every backend
-    (as OpenTelemetry's framework instrumentations and FastAPI's native telemetry name theirs)."""
-    span = request.server_span
-    if span is None or request.span_labelled or not span.is_recording():
-        return
-    request.span_labelled = True
-    named = name_from_asgi(request.asgi_scope, "url", request.current_route())
-    if named is None:
-        return
-    template = named[0]
-    span.set_attribute("http.route", template)
-    if request.asgi_scope.get("type") == "http":
-        span.update_name(f"{str(request.asgi_scope.get('method', 'GET')).upper()} {template}")
 
 
 async def _answer_lifespan(receive: Receive, send: Send) -> None:

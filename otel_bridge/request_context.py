@@ -102,7 +102,6 @@ class RequestContext:
     server_span: Optional[Span] = None
     server_context: Optional[Context] = None
     app_called: bool = False
-    span_labelled: bool = False
     reported: set[ExceptionKey] = field(default_factory=set)
     _waiting: list[Callable[[], Any]] = field(default_factory=list)
     _closed: bool = False
