@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sentry_sdk
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -46,28 +47,26 @@ class SentrySpanExporter(SpanExporter):
             root_timeout_seconds=root_timeout_seconds,
         )
         self._lock = threading.Lock()
-        self._started = False
         self.drops = DropCounter()
+        # The client starts now, not with the first batch: ``sentry_sdk.capture_*`` calls in the app's
+        # first requests must already reach Sentry.
+        self._start_client()
 
-    def _ensure_client(self, spans: Sequence[ReadableSpan]) -> bool:
-        if not self._started:
-            self._started = True
-            if self._config.disabled:
-                logger.warning("otel_bridge's exporter is off: OTEL_SDK_DISABLED=true")
-            elif not self._config.dsn and not sentry_sdk.get_client().is_active():
-                logger.warning("otel_bridge's exporter is off: no Sentry DSN (set SENTRY_DSN)")
-            else:
-                resource = spans[0].resource.attributes if spans and spans[0].resource is not None else {}
-                bootstrap.start_sentry(self._config, resource)
-                sampling.configure(self._config.traces_sample_rate)
-                bootstrap.install_event_processor()
-        return sentry_sdk.get_client().is_active()
+    def _start_client(self) -> None:
+        if self._config.disabled:
+            logger.warning("otel_bridge's exporter is off: OTEL_SDK_DISABLED=true")
+        elif not self._config.dsn and not sentry_sdk.get_client().is_active():
+            logger.warning("otel_bridge's exporter is off: no Sentry DSN (set SENTRY_DSN)")
+        else:
+            bootstrap.start_sentry(self._config, Resource.create().attributes)
+            sampling.configure(self._config.traces_sample_rate)
+            bootstrap.install_event_processor()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if bootstrap.active_processor() is not None:
             return SpanExportResult.SUCCESS
         with self._lock:
-            if not self._ensure_client(spans):
+            if not sentry_sdk.get_client().is_active():
                 return SpanExportResult.SUCCESS
             assembled = self._assembler.add(spans)
         if assembled.dropped_spans:

@@ -130,9 +130,10 @@ def test_one_server_span_and_one_transaction_per_request(
             assert child["parent_span_id"] in members, f"{child['description']} has a parent outside"
     [message] = [event for event in errors if "message" in event or "logentry" in event]
     [error] = [event for event in errors if "exception" in event]
-    assert message["contexts"]["trace"]["trace_id"] == by_name["/items/{item_id}"]["contexts"]["trace"][
-        "trace_id"
-    ]
+    assert (
+        message["contexts"]["trace"]["trace_id"]
+        == by_name["/items/{item_id}"]["contexts"]["trace"]["trace_id"]
+    )
     assert error["contexts"]["trace"]["trace_id"] == by_name["/boom"]["contexts"]["trace"]["trace_id"]
     assert error["transaction"] == "/boom"
     assert {format_trace_id(trace_id) for trace_id in traces} == {

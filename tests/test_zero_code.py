@@ -26,9 +26,10 @@ from tests.servers import HOST, REPO_ROOT, RunningServer, child_environment, fre
 APP = "tests.apps.fastapi_plain:app"
 SECRET = "zero-code-secret-4721"
 REQUEST_ID = "req-zero-code"
-# Request path -> expected status code. The first one warms up: once its transaction has arrived, the
-# exporter has started sentry-sdk's client, so what sentry-sdk does by itself for later requests shows.
+# Request path -> expected status code. The first one calls sentry_sdk.capture_message: the exporter has
+# started sentry-sdk's client before any batch was exported, so the message arrives.
 REQUESTS = {
+    "/notify/first": 200,
     "/items/1": 200,
     "/items/7?color=red": 200,
     "/items/not-a-number": 422,
@@ -38,6 +39,7 @@ REQUESTS = {
 }
 UNHANDLED_MESSAGE = "no stock left for item 3"
 HANDLED_MESSAGE = "invalid literal for int() with base 10: 'abc'"
+FIRST_REQUEST_MESSAGE = "notified first"
 
 
 def instrument_command(target: str, port: int) -> list[str]:
@@ -88,11 +90,15 @@ class ZeroCodeRun:
         [found] = [t for t in self.transactions if t.get("request", {}).get("url") == url]
         return found
 
+    @property
+    def exception_events(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if "exception" in e]
+
     def events_with_message(self, message: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["exception"]["values"][-1]["value"] == message]
+        return [e for e in self.exception_events if e["exception"]["values"][-1]["value"] == message]
 
     def event_in_trace(self, trace_id: str) -> dict[str, Any]:
-        found = [e for e in self.events if e["contexts"]["trace"]["trace_id"] == trace_id]
+        found = [e for e in self.exception_events if e["contexts"]["trace"]["trace_id"] == trace_id]
         assert len(found) == 1, f"one event in trace {trace_id}, got: {self.describe_events()}"
         return found[0]
 
@@ -104,7 +110,7 @@ class ZeroCodeRun:
                 event.get("logger"),
                 event["contexts"]["trace"].get("trace_id"),
             )
-            for event in self.events
+            for event in self.exception_events
         ]
 
     def server_span(self, trace_id: str) -> SpanDict:
@@ -130,14 +136,12 @@ def run() -> Iterator[ZeroCodeRun]:
         headers = {"X-Request-Id": REQUEST_ID, "Authorization": f"Bearer {SECRET}"}
         with run_instrumented(APP, env) as server:
             statuses: dict[str, int] = {}
-            for index, path in enumerate(REQUESTS):
+            for path in REQUESTS:
                 # A new connection each: uvicorn closes the connection of a request whose app raised.
                 statuses[path] = httpx.get(f"{server.url}{path}", headers=headers).status_code
-                if index == 0:
-                    sentry.wait_for_transactions(1)
             assert statuses == REQUESTS, server.output()
             sentry.wait_for_transactions(len(REQUESTS))
-            sentry.wait_for_events(2)
+            sentry.wait_for_events(3)
             otlp.wait_for_spans(lambda spans: sum(s["kind"] == "SERVER" for s in spans) >= len(REQUESTS))
             server.stop()
             assert not server.killed, server.output()
@@ -232,6 +236,13 @@ def test_recorded_exception_becomes_one_handled_event(run: ZeroCodeRun) -> None:
         "quantity",
         "parse_quantity",
     ]
+
+
+def test_capture_message_in_the_first_request_arrives_in_its_trace(run: ZeroCodeRun) -> None:
+    [message] = [e for e in run.events if "exception" not in e]
+    assert (message.get("logentry") or {}).get("message", message.get("message")) == FIRST_REQUEST_MESSAGE
+    transaction = run.transaction_for("/notify/first")
+    assert message["contexts"]["trace"]["trace_id"] == transaction["contexts"]["trace"]["trace_id"]
 
 
 def test_the_otlp_backend_gets_the_same_traces(run: ZeroCodeRun) -> None:

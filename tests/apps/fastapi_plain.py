@@ -1,7 +1,9 @@
-"""An unmodified FastAPI app: no otel_bridge, no sentry-sdk. Run under ``opentelemetry-instrument``."""
+"""An unmodified FastAPI app: no otel_bridge, only sentry-sdk's own API in one view. Run under
+``opentelemetry-instrument``."""
 
 from __future__ import annotations
 
+import sentry_sdk
 from fastapi import FastAPI
 from opentelemetry import trace
 
@@ -25,6 +27,12 @@ def parse_quantity(raw: str) -> int:
 @app.get("/items/{item_id}")
 async def read_item(item_id: int) -> dict[str, int]:
     return {"item_id": item_id}
+
+
+@app.get("/notify/{name}")
+async def notify(name: str) -> dict[str, str]:
+    sentry_sdk.capture_message(f"notified {name}")
+    return {"notified": name}
 
 
 @app.get("/reserve/{item_id}")
