@@ -6,7 +6,9 @@ that the span processor picks up when the server span starts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, MutableMapping, Sequence
 from contextvars import ContextVar
 from functools import partial
@@ -118,6 +120,7 @@ class SentryAsgiMiddleware:
         )
         request_token = current_request.set(request)
         sentry_token = _sentry_asgi_applied.set(True)
+        _InFlight.count += 1
         try:
             with sentry_sdk.isolation_scope() as sentry_scope:
                 sentry_scope.clear_breadcrumbs()
@@ -135,6 +138,7 @@ class SentryAsgiMiddleware:
             _sentry_asgi_applied.reset(sentry_token)
             current_request.reset(request_token)
             request.close()
+            _InFlight.count -= 1
 
     async def _serve_traced(
         self, scope: Scope, receive: Receive, send: Send, request: RequestContext
@@ -199,6 +203,23 @@ async def _answer_lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+class _InFlight:
+    """How many requests the middleware is serving, in this process."""
+
+    count = 0
+
+
+IN_FLIGHT_WAIT_SECONDS = 1.0
+
+
+async def _requests_finished(timeout: float) -> None:
+    """Some servers (granian, hypercorn) run the lifespan shutdown while the last requests are still
+    winding down after their response went out; their transactions are handed off when they end."""
+    deadline = time.monotonic() + timeout
+    while _InFlight.count > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
 def _flushing_at_shutdown(send: Send) -> Send:
     """Servers end the process right after the lifespan shutdown (uvicorn re-raises SIGTERM, so ``atexit``
     never runs): what is still queued for Sentry is sent first, for at most sentry-sdk's
@@ -206,6 +227,7 @@ def _flushing_at_shutdown(send: Send) -> Send:
 
     async def send_after_flushing(message: Message) -> None:
         if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await _requests_finished(IN_FLIGHT_WAIT_SECONDS)
             flush_before_exit()
         await send(message)
 
