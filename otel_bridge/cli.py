@@ -105,42 +105,83 @@ def _missing(items: Sequence[ReceivedItem], transactions: int, errors: int) -> l
     return missing
 
 
-def demo(requests: int) -> int:
+EXAMPLES = ("seed", "asgi2", "asgi3", "starlette", "fastapi", "quart", "litestar", "django", "sanic")
+SERVERS = ("uvicorn", "hypercorn", "granian")
+EXAMPLE_PATHS = ("/items/42", "/nowhere", "/boom", "/background")
+
+
+def _server_command(server: str, module: str, port: int, examples: Path) -> list[str]:
+    target = f"{module}:app"
+    if server == "hypercorn":
+        return [sys.executable, "-m", "hypercorn", target, "--bind", f"127.0.0.1:{port}", "--workers", "0"]
+    listen = ["--host", "127.0.0.1", "--port", str(port)]
+    if server == "granian":
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            *listen,
+            "--log-level",
+            "warning",
+            target,
+        ]
+    return [sys.executable, "-m", "uvicorn", target, "--app-dir", str(examples), *listen]
+
+
+def _expected_note(path: str) -> str:
+    if path.startswith(("/divide", "/boom")):
+        return "  (expected: the app divides by zero)"
+    if path == "/background":
+        return "  (a background task raises after the answer, where the framework has them)"
+    return ""
+
+
+def demo(requests: int, example: str = "seed", server: str = "uvicorn") -> int:
     try:
         import httpx
     except ImportError:
         _fail(f"the demo needs httpx and uvicorn: {DEMO_INSTALL_HINT}")
         return 1
-    if importlib.util.find_spec("uvicorn") is None:
-        _fail(f"the demo needs httpx and uvicorn: {DEMO_INSTALL_HINT}")
+    if importlib.util.find_spec(server) is None:
+        _fail(f"the demo needs {server}: pip install {server}")
         return 1
+    module = f"{example}_app"
     examples = examples_dir()
-    if not (examples / "seed_app.py").is_file():
+    if not (examples / f"{module}.py").is_file():
         _fail(
-            f"the demo runs examples/seed_app.py from a checkout of the otel-bridge repository, and there is "
+            f"the demo runs examples/{module}.py from a checkout of the otel-bridge repository, and there is "
             f"none at {examples}: clone the repository and run `make demo` there"
         )
         return 1
 
-    paths = ["/"] * requests + ["/divide?user=demo"]
+    paths = ["/"] * requests + ["/divide?user=demo"] if example == "seed" else list(EXAMPLE_PATHS)
+    expected_errors = 1
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     with DevServer() as receiver, tempfile.TemporaryFile() as log:
-        _out("otel-bridge demo: the seed example app, traced by OpenTelemetry, reporting to a local receiver")
+        _out(
+            f"otel-bridge demo: the {example} example, traced by OpenTelemetry, reporting to a local receiver"
+        )
         _out(f"  receiver  http://127.0.0.1:{receiver.port}/api/{receiver.project}/envelope/")
-        _out(f"  app       {base_url}  (uvicorn seed_app:app from {examples}, service {DEMO_SERVICE_NAME})")
+        _out(f"  app       {base_url}  ({server} {module}:app from {examples}, service {DEMO_SERVICE_NAME})")
         _out()
-        command = [sys.executable, "-m", "uvicorn", "seed_app:app", "--app-dir", str(examples)]
-        command += ["--host", "127.0.0.1", "--port", str(port)]
+        env = _child_environment(receiver.dsn)
+        env["PYTHONPATH"] = os.pathsep.join([str(examples), env["PYTHONPATH"]])
         process = subprocess.Popen(
-            command, env=_child_environment(receiver.dsn), stdout=log, stderr=subprocess.STDOUT
+            _server_command(server, module, port, examples),
+            cwd=str(examples),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             if not _wait_listening(port, process, START_TIMEOUT):
                 state = (
                     f"exited with code {process.returncode}" if process.poll() is not None else "timed out"
                 )
-                _fail(f"uvicorn did not start listening on {base_url} ({state}); its output:")
+                _fail(f"{server} did not start listening on {base_url} ({state}); its output:")
                 print(_indent(_server_log(log), "  | "), file=sys.stderr)
                 return 1
             request_failed = False
@@ -152,11 +193,16 @@ def demo(requests: int) -> int:
                         _out(f"  GET {path:<20} failed: {exc}")
                         request_failed = True
                         continue
-                    note = "  (expected: the app divides by zero)" if path.startswith("/divide") else ""
+                    if path == "/background" and response.status_code == 200:
+                        expected_errors += 1
+                    note = _expected_note(path) if response.status_code != 404 else ""
                     _out(f"  GET {path:<20} -> {response.status_code} {response.reason_phrase}{note}")
             _out()
-            _out(f"Waiting up to {ITEMS_TIMEOUT:.0f} s for {len(paths)} transactions and 1 error event...")
-            receiver.wait_for(lambda items: not _missing(items, len(paths), 1), ITEMS_TIMEOUT)
+            _out(
+                f"Waiting up to {ITEMS_TIMEOUT:.0f} s for {len(paths)} transactions and "
+                f"{expected_errors} error event(s)..."
+            )
+            receiver.wait_for(lambda items: not _missing(items, len(paths), expected_errors), ITEMS_TIMEOUT)
         finally:
             _stop(process)
 
@@ -167,16 +213,16 @@ def demo(requests: int) -> int:
             _out()
             _out(_indent(f"[{number}] {item.describe()}", "  "))
         _out()
-        missing = _missing(items, len(paths), 1)
+        missing = _missing(items, len(paths), expected_errors)
         if missing or request_failed:
             problems = missing + (["some requests failed (see above)"] if request_failed else [])
             _fail("the demo did not see everything it expected: " + "; ".join(problems))
-            print("uvicorn's output:", file=sys.stderr)
+            print(f"{server}'s output:", file=sys.stderr)
             print(_indent(_server_log(log), "  | "), file=sys.stderr)
             return 1
         _out(
-            f"OK: {len(paths)} requests became {len(paths)} Sentry transactions, and the ZeroDivisionError "
-            "became 1 Sentry error event."
+            f"OK: {len(paths)} requests became {len(paths)} Sentry transactions, and the app's exceptions "
+            f"became {expected_errors} Sentry error event(s)."
         )
         return 0
 
@@ -441,15 +487,23 @@ def _parser() -> argparse.ArgumentParser:
     command = commands.add_parser(
         "demo",
         help="run the example app and show the Sentry events it sends",
-        description="Run examples/seed_app.py under uvicorn, send it a few requests, and show the Sentry "
-        "transactions and error event that reach an embedded local receiver. Needs no Sentry account.",
+        description="Run an example app from examples/ (the seed app by default) under a real server, send "
+        "it a few requests, and show the Sentry transactions and error events that reach an embedded local "
+        "receiver. Needs no Sentry account.",
     )
+    command.add_argument(
+        "--example",
+        choices=EXAMPLES,
+        default="seed",
+        help="which example app: examples/NAME_app.py (default seed)",
+    )
+    command.add_argument("--server", choices=SERVERS, default="uvicorn", help="ASGI server (default uvicorn)")
     command.add_argument(
         "--requests",
         type=int,
         default=2,
         metavar="N",
-        help="GET / requests before the failing one (default 2)",
+        help="GET / requests before the failing one, for the seed example (default 2)",
     )
     command = commands.add_parser(
         "receive",
@@ -476,7 +530,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.requests < 0:
             parser.error("--requests must be 0 or more")
         try:
-            return demo(args.requests)
+            return demo(args.requests, args.example, args.server)
         except KeyboardInterrupt:
             _fail("interrupted")
             return 130

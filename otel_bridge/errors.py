@@ -96,6 +96,20 @@ def capture_unhandled(
     mark_reported(exc)
 
 
+# Log records in which a server repeats, as text without the exception object, that the app raised: the
+# middleware reports every exception escaping the app, so these would be a second event for the same one.
+SERVER_ECHOES = (("_granian", "Application callable raised an exception"),)
+
+
+def _is_server_echo(record: Any) -> bool:
+    name = getattr(record, "name", None)
+    message = str(getattr(record, "msg", ""))
+    return isinstance(name, str) and any(
+        (name == logger or name.startswith(f"{logger}.")) and message.startswith(text)
+        for logger, text in SERVER_ECHOES
+    )
+
+
 def prepare_event(event: Any, hint: Any) -> Any:
     """Global event processor: errors captured inside an OTel span point at that span's trace; no event
     carries the user's identity without ``send_default_pii``, nor secrets in its frames' local variables.
@@ -108,6 +122,8 @@ def prepare_event(event: Any, hint: Any) -> Any:
         filter_user(event)
     if event.get("type") == "transaction":
         return event
+    if hint and hint.get("log_record") is not None and _is_server_echo(hint["log_record"]):
+        return None
     exc_info = hint.get("exc_info") if hint else None
     exc = exc_info[1] if exc_info else None
     if exc is not None:
