@@ -1,4 +1,4 @@
-"""Real ASGI servers (uvicorn, hypercorn) running an app in a subprocess on 127.0.0.1."""
+"""Real ASGI servers (uvicorn, hypercorn, granian) running an app in a subprocess on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from typing import Iterator, Literal, Mapping, Optional, Sequence
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
-ServerName = Literal["uvicorn", "hypercorn"]
+ServerName = Literal["uvicorn", "hypercorn", "granian"]
+SERVERS: tuple[ServerName, ...] = ("uvicorn", "hypercorn", "granian")
 
 _HYPERCORN_LOG_OPTIONS = ("--log-level", "--error-log", "--log-config", "--log-file")
+_GRANIAN_LOG_OPTIONS = ("--log-level", "--log-config", "--no-log")
 
 
 class ServerStartError(RuntimeError):
@@ -61,6 +63,12 @@ def server_command(
             command += ["--app-dir", app_dir]
     elif server == "hypercorn":
         command = [sys.executable, "-m", "hypercorn", target, "--bind", f"{HOST}:{port}", "--workers", "0"]
+    elif server == "granian":
+        # One worker process (forked by granian's main process); ``app_dir`` is importable through
+        # PYTHONPATH (see ``child_environment``), which the worker inherits. The access log is off; the
+        # level stays "info" because readiness waits for the "Started worker-1" line.
+        command = [sys.executable, "-m", "granian", "--interface", "asgi", "--workers", "1"]
+        command += ["--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "info", target]
     else:
         raise ValueError(f"unknown server {server!r}")
     return command + list(extra_args)
@@ -88,7 +96,8 @@ class RunningServer:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; return the exit code. Safe to call repeatedly.
 
         After a graceful shutdown uvicorn re-raises the signal, so its code is ``-signal.SIGTERM``;
-        hypercorn returns 0. ``killed`` tells whether SIGKILL was needed.
+        hypercorn and granian return 0. ``killed`` tells whether SIGKILL was needed. SIGKILL goes to the
+        whole process group, so granian's worker process goes with its main process.
         """
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -127,6 +136,8 @@ def _wait_until_ready(
     ready_marker: Optional[str] = None
     if server == "hypercorn" and not any(arg.startswith(_HYPERCORN_LOG_OPTIONS) for arg in extra_args):
         ready_marker = f"Running on {running.url}"
+    elif server == "granian" and not any(arg.startswith(_GRANIAN_LOG_OPTIONS) for arg in extra_args):
+        ready_marker = "Started worker-1"
     while True:
         returncode = running.process.poll()
         if returncode is not None:
@@ -158,7 +169,9 @@ def run_app(
     hypercorn runs with ``--workers 0`` so the app lives in the child process itself rather than in a
     grandchild spawned by hypercorn's supervisor; pass ``extra_args`` to override. hypercorn listens
     before the app's lifespan startup has finished, so readiness also waits for its "Running on" log
-    line (unless ``extra_args`` change its logging).
+    line (unless ``extra_args`` change its logging). granian's main process listens before its worker has
+    imported the app and run lifespan startup, so readiness waits for the worker's "Started worker-1" line
+    (same proviso).
     """
     port = free_port()
     command = server_command(target, port, server, app_dir, extra_args)

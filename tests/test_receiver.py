@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
+import re
 import signal
 import time
 import uuid
 import zlib
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import httpx
@@ -18,7 +21,7 @@ import sentry_sdk
 from tests.apps.hello import SHUTDOWN_MARKER
 from tests.receiver import EnvelopeParseError, EnvelopeReceiver, parse_envelope
 from tests.relay import assert_relay_valid
-from tests.servers import ServerName, ServerStartError, child_environment, run_app
+from tests.servers import SERVERS, ServerName, ServerStartError, child_environment, run_app
 
 
 @contextlib.contextmanager
@@ -229,7 +232,7 @@ def test_child_environment_drops_sentry_and_otel(monkeypatch: pytest.MonkeyPatch
     assert env["PYTHONUNBUFFERED"] == "1"
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+@pytest.mark.parametrize("server", SERVERS)
 def test_run_app_serves_and_stops(server: ServerName) -> None:
     with run_app("tests.apps.hello:app", server=server) as running:
         response = httpx.get(f"{running.url}/anything", timeout=5)
@@ -245,10 +248,45 @@ def test_run_app_serves_and_stops(server: ServerName) -> None:
     assert "Traceback" not in running.output()
 
 
-def test_run_app_reports_startup_failure() -> None:
-    with pytest.raises(ServerStartError) as info, run_app("tests.apps.no_such_module:app"):
+@pytest.mark.parametrize("server", SERVERS)
+def test_run_app_reports_startup_failure(server: ServerName) -> None:
+    with pytest.raises(ServerStartError) as info, run_app("tests.apps.no_such_module:app", server=server):
         pass
     assert "no_such_module" in str(info.value)
+
+
+def _granian_worker_pid(output: str) -> int:
+    match = re.search(r"Spawning worker-1 with PID: (\d+)", output)
+    assert match, output
+    return int(match.group(1))
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers signal 0; it has exited all the same.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    return False
+
+
+@pytest.mark.parametrize("graceful", [True, False])
+def test_granian_worker_does_not_outlive_stop(graceful: bool) -> None:
+    """granian serves from a worker process: SIGTERM stops it via the main process, SIGKILL via the group."""
+    with run_app("tests.apps.hello:app", server="granian") as running:
+        assert httpx.get(f"{running.url}/", timeout=5).text == "hello"
+        worker = _granian_worker_pid(running.output())
+        if graceful:
+            running.stop()
+        else:
+            running.stop(timeout=0)
+    assert running.killed is not graceful
+    deadline = time.monotonic() + 5
+    while not _process_gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _process_gone(worker), running.output()
 
 
 def test_respond_with_custom_answer_and_delay(receiver: EnvelopeReceiver) -> None:
