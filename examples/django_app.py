@@ -1,15 +1,18 @@
-"""A single-file Django app (no database) under the bridge.
+"""A small Django app (no database) under the bridge.
 
 Run it: ``otel-bridge demo --example django`` (events shown in the terminal, no Sentry account
 needed), or ``SENTRY_DSN=... uvicorn django_app:app --app-dir examples``.
 
-Django's ASGI handler does not speak the lifespan protocol; servers notice and carry on without it.
+Its settings are in ``django_settings.py`` (``DJANGO_SETTINGS_MODULE``, set below unless you set it), as a
+Django project's ``settings.py`` would be. Django's ASGI handler does not speak the lifespan protocol:
+the middleware answers it for Django, and sends what is queued for Sentry at shutdown.
 """
 
 from __future__ import annotations
 
+import os
+
 import sentry_sdk
-from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
@@ -19,12 +22,7 @@ from otel_bridge.asgi import SentryAsgiMiddleware
 
 otel_bridge.init()
 
-settings.configure(
-    DEBUG=False,
-    ALLOWED_HOSTS=["*"],
-    ROOT_URLCONF=__name__,
-    SECRET_KEY="example-only-not-a-secret",
-)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_settings")
 
 
 def compute_total(total: float, count: int) -> float:
