@@ -12,8 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
 
+EXAMPLE ?= seed
+SERVER ?= uvicorn
+
 demo: $(STAMP)
-	$(BIN)/otel-bridge demo
+	$(BIN)/otel-bridge demo --example $(EXAMPLE) --server $(SERVER)
 
 lint: $(STAMP)
 	$(BIN)/ruff check otel_bridge tests examples benchmarks
