@@ -45,6 +45,13 @@ def assert_same(fast: Any, slow: Any, path: str = "$") -> None:
         assert fast == slow, path
 
 
+@pytest.fixture(autouse=True)
+def _no_global_repr_processors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sentry-sdk integrations set up by earlier tests in this process (Django's, once Django is installed)
+    register global repr processors, which rightly send every event to sentry-sdk's own serializer."""
+    monkeypatch.setattr(sentry_sdk.serializer, "global_repr_processors", [])
+
+
 @pytest.fixture
 def slow_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Events that ``fast_serialize`` handed to the original ``serialize``."""
