@@ -25,6 +25,7 @@ from otel_bridge.config import BridgeConfig, ConfigError, read_config
 from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
 from otel_bridge.propagation import SentryPropagator, default_propagator
+from otel_bridge.sending import flush_client
 from otel_bridge.transport import ConcurrentHttpTransport
 
 logger = logging.getLogger("otel_bridge")
@@ -52,7 +53,7 @@ def _check_sentry_options(options: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"otel_bridge.init() got unknown option(s) {', '.join(unknown)}: accepted are this bridge's "
             "options (traces_sample_rate, max_spans_per_trace, max_open_traces, max_queued_traces, "
-            "root_timeout_seconds) and sentry_sdk.init's options"
+            "max_queued_bytes, root_timeout_seconds) and sentry_sdk.init's options"
         )
 
 
@@ -188,7 +189,11 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     options.setdefault("transport_queue_size", TRANSPORT_QUEUE_SIZE)
     options.setdefault("socket_options", [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     if options.get("transport") is None:
-        options["transport"] = ConcurrentHttpTransport
+        options["transport"] = (
+            ConcurrentHttpTransport
+            if config.max_queued_bytes == ConcurrentHttpTransport.max_queue_bytes
+            else ConcurrentHttpTransport.with_max_queue_bytes(config.max_queued_bytes)
+        )
     sentry_sdk.init(dsn=config.dsn, **options)
 
 
@@ -269,16 +274,27 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
 
 
 def flush(timeout: float = 2.0) -> bool:
-    """Send everything finished so far; ``True`` when it all went out within ``timeout`` seconds."""
+    """Send everything finished so far. ``True`` only when everything finished before the call was sent,
+    or dropped and counted in client reports, within ``timeout`` seconds; ``False`` when time ran out
+    (what is left keeps being sent in the background)."""
     processor = _processor
     if processor is None:
-        sentry_sdk.get_client().flush(timeout=timeout)
-        return True
+        return flush_client(timeout)
     return processor.force_flush(int(timeout * 1000))
 
 
 def flush_before_exit() -> None:
-    """Bounded by sentry-sdk's ``shutdown_timeout`` (2 s by default)."""
+    """Bounded by sentry-sdk's ``shutdown_timeout`` (2 s by default); what could not be sent in that time
+    is said in one log line."""
     client = sentry_sdk.get_client()
-    if client.is_active():
-        flush(timeout=float(client.options.get("shutdown_timeout") or 2))
+    if not client.is_active():
+        return
+    timeout = float(client.options.get("shutdown_timeout") or 2)
+    if not flush(timeout=timeout):
+        pending = getattr(client.transport, "pending", None)
+        left = pending() if callable(pending) else None
+        logger.warning(
+            "otel_bridge could not send %s to Sentry before shutting down (shutdown_timeout=%s s)",
+            f"{left} envelope(s)" if left else "everything",
+            timeout,
+        )

@@ -36,6 +36,7 @@ class BridgeConfig:
     max_spans_per_trace: int = 1000
     max_open_traces: int = 10_000
     max_queued_traces: int = 1000
+    max_queued_bytes: int = 64 * 1024 * 1024
     root_timeout_seconds: float = 300.0
     sentry_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -100,6 +101,7 @@ _BRIDGE_OPTIONS = {
     "max_spans_per_trace": ("OTEL_BRIDGE_MAX_SPANS_PER_TRACE", parse_positive_int),
     "max_open_traces": ("OTEL_BRIDGE_MAX_OPEN_TRACES", parse_positive_int),
     "max_queued_traces": ("OTEL_BRIDGE_MAX_QUEUED_TRACES", parse_positive_int),
+    "max_queued_bytes": ("OTEL_BRIDGE_MAX_QUEUED_BYTES", parse_positive_int),
 }
 
 

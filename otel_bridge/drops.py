@@ -13,6 +13,21 @@ import sentry_sdk
 logger = logging.getLogger("otel_bridge")
 
 REPORT_INTERVAL_SECONDS = 60.0
+# Client-report reasons that mean something was lost. The others (``sample_rate``, ``before_send``,
+# ``event_processor``...) are decisions the user configured, or duplicates, and are not worth a warning;
+# ``ratelimit_backoff`` has a warning of its own (the transport's "Sentry rate-limited ... for N s").
+LOSS_REASONS = frozenset(
+    {
+        "queue_overflow",
+        "buffer_overflow",
+        "network_error",
+        "send_error",
+        "internal_sdk_error",
+        "insufficient_data",
+        "cache_overflow",
+        "backpressure",
+    }
+)
 
 
 class DropCounter:
@@ -29,12 +44,21 @@ class DropCounter:
         self._last_report: Optional[float] = None
 
     def count(self, reason: str, category: str, quantity: int = 1) -> None:
+        """Counted in the client's reports, and in the once-a-minute summary of ``lost``."""
         with self._lock:
             self._totals[(reason, category)] += quantity
-            self._since_report[(reason, category)] += quantity
         transport = sentry_sdk.get_client().transport
         if transport is not None:
             transport.record_lost_event(reason, data_category=category, quantity=quantity)  # type: ignore[arg-type]
+        if not getattr(transport, "summarizes_losses", False):
+            lost.note(reason, category, quantity)
+
+    def note(self, reason: str, category: str, quantity: int = 1) -> None:
+        """Only the summary: for losses sentry-sdk's transport already counted in its reports."""
+        if reason not in LOSS_REASONS or quantity <= 0:
+            return
+        with self._lock:
+            self._since_report[(reason, category)] += quantity
         self._maybe_log()
 
     def totals(self) -> dict[tuple[str, str], int]:
@@ -44,7 +68,9 @@ class DropCounter:
     def _maybe_log(self) -> None:
         now = self._clock()
         with self._lock:
-            if self._last_report is not None and now - self._last_report < self._interval:
+            if not self._since_report or (
+                self._last_report is not None and now - self._last_report < self._interval
+            ):
                 return
             self._last_report = now
             summary = ", ".join(
@@ -53,6 +79,10 @@ class DropCounter:
             )
             self._since_report.clear()
         logger.warning("otel_bridge dropped %s; see Sentry's client reports for totals", summary)
+
+
+lost = DropCounter()
+"""Every loss in this process, summarised in one log line at most once a minute."""
 
 
 class RateLimitedLogger:

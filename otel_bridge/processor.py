@@ -19,7 +19,7 @@ from otel_bridge.convert import FinishedTrace
 from otel_bridge.drops import DropCounter
 from otel_bridge.propagation import get_dynamic_sampling_context
 from otel_bridge.request_context import RequestContext, current_request
-from otel_bridge.sending import send_trace
+from otel_bridge.sending import flush_client, send_trace
 from otel_bridge.worker import BackgroundWorker
 
 
@@ -160,15 +160,12 @@ class SentrySpanProcessor(SpanProcessor):
         return len(self._open)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """``True`` only when every trace finished before the call was converted and its envelopes were
+        sent (or dropped and counted) within the timeout; ``False`` when time ran out."""
         deadline = time.monotonic() + timeout_millis / 1000
-        flushed = self._worker.flush(timeout_millis / 1000)
-        client = sentry_sdk.get_client()
-        if client.is_active():
-            client.flush(timeout=max(0.0, deadline - time.monotonic()))
-        return flushed
+        converted = self._worker.flush(timeout_millis / 1000)
+        return converted and flush_client(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self) -> None:
         self._worker.stop(timeout=2.0)
-        client = sentry_sdk.get_client()
-        if client.is_active():
-            client.flush(timeout=2.0)
+        flush_client(2.0)

@@ -10,10 +10,14 @@ and a new thread on its first job.
 from __future__ import annotations
 
 import contextlib
+import encodings.idna  # noqa: F401  imported now: a lazy import on the sender thread can deadlock a fork
+import heapq
 import logging
 import os
+import random
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -23,16 +27,25 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.worker import Worker
 
+from otel_bridge.drops import RateLimitedLogger
 from otel_bridge.http1 import Connection, Endpoint, ExchangeFailed, Response, request_bytes
 
 if TYPE_CHECKING:
     import io
 
 sdk_logger = logging.getLogger("sentry_sdk.errors")
+logger = logging.getLogger("otel_bridge")
 
 Job = Callable[[], Any]
 IDLE_POLL_SECONDS = 1.0
 BUSY_POLL_SECONDS = 0.002
+# An envelope that failed because Sentry was unreachable, reset the connection or answered 5xx is tried
+# again after about 0.5, 1, 2, 4, 8, 16, 30, 30 s (each with +-50 % jitter), then given up and counted.
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 30.0
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
+_unexpected = RateLimitedLogger(logger, interval=60.0)
 
 
 class SendHooks(Protocol):
@@ -46,7 +59,9 @@ class SendHooks(Protocol):
 
     def _handle_response(self, response: Any, envelope: Optional[Envelope]) -> None: ...
 
-    def _handle_request_error(self, envelope: Optional[Envelope], loss_reason: str = ...) -> None: ...
+    def _handle_request_error(
+        self, envelope: Optional[Envelope], loss_reason: str = ..., record_reason: str = ...
+    ) -> None: ...
 
     def _flush_client_reports(self, force: bool = False) -> None: ...
 
@@ -91,7 +106,30 @@ class _Exchange:
     envelope: Envelope
     request: bytes
     deadline: float
+    size: int
     retried: bool = False
+    attempts: int = 1
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before attempt ``attempt + 1``: exponential from ``RETRY_FIRST_DELAY``, capped, jittered."""
+    base = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * float(2 ** (attempt - 1)))
+    return base * random.uniform(0.5, 1.5)
+
+
+PERMANENT_FAILURES = (ssl.SSLCertVerificationError, UnicodeError)
+
+
+def _is_permanent(failure: BaseException) -> bool:
+    """A failure trying again cannot fix: a certificate nobody vouches for, a DSN host that cannot be
+    encoded. (``ExchangeFailed`` keeps the original error as its context.)"""
+    return isinstance(failure, PERMANENT_FAILURES) or isinstance(failure.__context__, PERMANENT_FAILURES)
+
+
+def envelope_size(envelope: Envelope) -> int:
+    """The bytes of the envelope's items, as they will be sent before compression (sentry-sdk keeps the
+    encoded payload, so sending does not encode it again)."""
+    return sum(len(item.get_bytes()) for item in envelope.items)
 
 
 class SocketSender(CountedWork):
@@ -104,11 +142,13 @@ class SocketSender(CountedWork):
         max_connections: int,
         timeout: float,
         name: str = "otel_bridge.sender",
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     ) -> None:
         self._hooks = hooks
         self.endpoint = endpoint
         self._path = path
         self.queue_size = max(1, queue_size)
+        self.max_queue_bytes = max(1, max_queue_bytes)
         self.max_connections = max(1, max_connections)
         self._timeout = timeout
         self._name = name
@@ -127,6 +167,10 @@ class SocketSender(CountedWork):
         self._sleeping = False
         self._busy: dict[Connection, _Exchange] = {}
         self._idle: list[Connection] = []
+        self._retries: list[tuple[float, int, _Exchange]] = []
+        self._retry_order = 0
+        self._queued_bytes = 0
+        self._sizes: dict[int, int] = {}
 
     def after_fork_in_child(self) -> None:
         # the inherited sockets and thread belong to the parent
@@ -140,19 +184,31 @@ class SocketSender(CountedWork):
     def full(self) -> bool:
         return len(self._jobs) >= self.queue_size
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the envelopes queued, in flight or waiting to be tried again."""
+        return self._queued_bytes
+
     def submit(self, callback: Job) -> bool:
-        return self._queue(callback)
+        return self._queue(callback, 0)
 
     def submit_envelope(self, envelope: Envelope) -> bool:
-        return self._queue(envelope)
+        return self._queue(envelope, envelope_size(envelope))
 
-    def _queue(self, job: Union[Job, Envelope]) -> bool:
+    def _queue(self, job: Union[Job, Envelope], size: int) -> bool:
         with self._lock:
-            if self._killed or len(self._jobs) >= self.queue_size:
+            if (
+                self._killed
+                or len(self._jobs) + len(self._retries) >= self.queue_size
+                or (size and self._queued_bytes + size > self.max_queue_bytes)
+            ):
                 return False
             self._jobs.append(job)
             self._unfinished += 1
-            if self._thread is None:
+            if size:
+                self._queued_bytes += size
+                self._sizes[id(job)] = size
+            if self._thread is None or not self._thread.is_alive():
                 self._start_thread()
             elif self._sleeping and not self._busy:
                 # with POSTs in flight the thread looks at the queue within BUSY_POLL_SECONDS anyway: a
@@ -162,6 +218,9 @@ class SocketSender(CountedWork):
             return True
 
     def _start_thread(self) -> None:
+        if self._thread is not None:
+            # the previous thread died: its connections and selector go with it, its exchanges are retried
+            self._discard_dead_thread()
         self._selector = selectors.DefaultSelector()
         self._waker = socket.socketpair()
         for end in self._waker:
@@ -186,28 +245,40 @@ class SocketSender(CountedWork):
             self._wake()
 
     def _run(self) -> None:
+        while True:
+            try:
+                if not self._run_once():
+                    return
+            except Exception:
+                # Never die: whatever this was cost at most the exchanges it touched (counted by them).
+                _unexpected.warning("otel_bridge's sender hit an unexpected error and goes on", exc_info=True)
+                time.sleep(BUSY_POLL_SECONDS)
+
+    def _run_once(self) -> bool:
         selector = self._selector
         assert selector is not None
-        while True:
-            for job in self._take_jobs():
-                if isinstance(job, Envelope):
-                    self._start(job)
-                else:
-                    self._run_job(job)
-            with self._lock:
-                if self._killed and not self._jobs and not self._busy:
-                    self._close_all()
-                    return
-                self._sleeping = not (self._jobs and len(self._busy) < self.max_connections)
-                wait = self._wait_seconds() if self._sleeping else 0.0
-            ready = selector.select(wait)
-            self._sleeping = False
-            for key, _ in ready:
-                if key.data is None:
-                    self._drain_waker()
-                else:
-                    self._progress(key.data)
-            self._expire()
+        for exchange in self._due_retries():
+            self._send(exchange)
+        for job in self._take_jobs():
+            if isinstance(job, Envelope):
+                self._start(job)
+            else:
+                self._run_job(job)
+        with self._lock:
+            if self._killed and not self._jobs and not self._busy and not self._retries:
+                self._close_all()
+                return False
+            self._sleeping = not (self._jobs and len(self._busy) < self.max_connections)
+            wait = self._wait_seconds() if self._sleeping else 0.0
+        ready = selector.select(wait)
+        self._sleeping = False
+        for key, _ in ready:
+            if key.data is None:
+                self._drain_waker()
+            else:
+                self._progress(key.data)
+        self._expire()
+        return True
 
     def _take_jobs(self) -> list[Union[Job, Envelope]]:
         with self._lock:
@@ -220,14 +291,27 @@ class SocketSender(CountedWork):
                 taken.append(job)
             return taken
 
+    def _due_retries(self) -> list[_Exchange]:
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            room = self.max_connections - len(self._busy)
+            while self._retries and self._retries[0][0] <= now and room > 0:
+                due.append(heapq.heappop(self._retries)[2])
+                room -= 1
+        return due
+
     def _wait_seconds(self) -> float:
+        wait = IDLE_POLL_SECONDS
+        if self._retries:
+            wait = max(0.0, min(wait, self._retries[0][0] - time.monotonic()))
         if not self._busy:
-            return IDLE_POLL_SECONDS
+            return wait
         if self._jobs:
             # every connection is busy: the next answer frees one
             soonest = min(exchange.deadline for exchange in self._busy.values())
-            return max(0.0, min(IDLE_POLL_SECONDS, soonest - time.monotonic()))
-        return BUSY_POLL_SECONDS
+            return max(0.0, min(wait, soonest - time.monotonic()))
+        return min(wait, BUSY_POLL_SECONDS)
 
     def _drain_waker(self) -> None:
         assert self._waker is not None
@@ -246,21 +330,23 @@ class SocketSender(CountedWork):
             self._finished()
 
     def _start(self, envelope: Envelope) -> None:
+        size = self._sizes.pop(id(envelope), 0)
         try:
             prepared = self._hooks._prepare_envelope(envelope)
             if prepared is None:
-                self._finished()
+                self._finished(size)
                 return
-            envelope, body, headers = prepared
+            prepared_envelope, body, headers = prepared
             self._hooks._update_headers(headers)
             request = request_bytes(self.endpoint, self._path, headers, body.getvalue())
         except Exception:
-            sdk_logger.error("Failed preparing an envelope", exc_info=True)
-            self._finished()
+            _unexpected.warning("otel_bridge could not prepare an envelope for Sentry", exc_info=True)
+            self._lost(envelope, "internal_sdk_error", size)
             return
-        self._send(_Exchange(envelope, request, time.monotonic() + self._timeout))
+        self._send(_Exchange(prepared_envelope, request, time.monotonic() + self._timeout, size))
 
     def _send(self, exchange: _Exchange) -> None:
+        exchange.deadline = time.monotonic() + self._timeout
         if self._idle:
             connection = self._idle.pop()
             connection.start(exchange.request)
@@ -269,8 +355,9 @@ class SocketSender(CountedWork):
             return
         try:
             connection = Connection(self.endpoint)
-        except (OSError, ExchangeFailed):
-            self._failed(exchange)
+        except Exception as failure:
+            # OSError for an unreachable host; a DSN host that cannot be encoded raises UnicodeError
+            self._failed(exchange, permanent=_is_permanent(failure))
             return
         connection.start(exchange.request)
         self._register(connection)
@@ -279,16 +366,18 @@ class SocketSender(CountedWork):
     def _progress(self, connection: Connection) -> None:
         try:
             response = connection.progress()
-        except ExchangeFailed as failure:
+        except Exception as failure:
             exchange = self._busy.pop(connection, None)
             self._forget(connection)
             if exchange is None:
                 return
-            if failure.retryable and not exchange.retried:
+            retryable = isinstance(failure, ExchangeFailed) and failure.retryable
+            if retryable and not exchange.retried:
+                # a kept-alive connection the other side had closed: at once, on a new one
                 exchange.retried = True
                 self._send(exchange)
             else:
-                self._failed(exchange)
+                self._failed(exchange, permanent=_is_permanent(failure))
             return
         if connection.closed:
             self._forget(connection)
@@ -302,32 +391,60 @@ class SocketSender(CountedWork):
         self._answered(exchange, response)
 
     def _answered(self, exchange: _Exchange, response: Response) -> None:
+        if response.status >= 500 and self._retry_later(exchange):
+            return
         try:
             self._hooks._handle_response(response=response, envelope=exchange.envelope)
             self._hooks._flush_client_reports()
         except Exception:
-            sdk_logger.error("Failed handling an answer", exc_info=True)
+            _unexpected.warning("otel_bridge could not handle Sentry's answer", exc_info=True)
         finally:
-            self._finished()
+            self._finished(exchange.size)
 
-    def _failed(self, exchange: _Exchange) -> None:
+    def _failed(self, exchange: _Exchange, permanent: bool = False) -> None:
+        if not permanent and self._retry_later(exchange):
+            return
         try:
             self._hooks._handle_request_error(envelope=exchange.envelope, loss_reason="network")
         except Exception:
-            sdk_logger.error("Failed recording a lost envelope", exc_info=True)
+            _unexpected.warning("otel_bridge could not count a lost envelope", exc_info=True)
         finally:
-            self._finished()
+            self._finished(exchange.size)
+
+    def _retry_later(self, exchange: _Exchange) -> bool:
+        """Sentry unreachable or failing for a moment: the envelope waits and is tried again (Sentry drops
+        a second copy of an event id it already has). ``False`` once its attempts are used up."""
+        if exchange.attempts >= RETRY_ATTEMPTS or self._killed:
+            return False
+        delay = retry_delay(exchange.attempts)
+        exchange.attempts += 1
+        exchange.retried = False
+        with self._lock:
+            self._retry_order += 1
+            heapq.heappush(self._retries, (time.monotonic() + delay, self._retry_order, exchange))
+        return True
+
+    def _lost(self, envelope: Envelope, reason: str, size: int) -> None:
+        try:
+            self._hooks._handle_request_error(envelope=envelope, loss_reason=reason, record_reason=reason)
+        except Exception:
+            _unexpected.warning("otel_bridge could not count a lost envelope", exc_info=True)
+        finally:
+            self._finished(size)
 
     def _expire(self) -> None:
         now = time.monotonic()
         for connection, exchange in list(self._busy.items()):
             if exchange.deadline <= now:
+                # no answer within the timeout: Sentry is stuck rather than away; waiting longer would
+                # hold the queue for minutes
                 del self._busy[connection]
                 self._forget(connection)
-                self._failed(exchange)
+                self._failed(exchange, permanent=True)
 
-    def _finished(self) -> None:
+    def _finished(self, size: int = 0) -> None:
         with self._lock:
+            self._queued_bytes = max(0, self._queued_bytes - size)
             self._unfinished -= 1
             if self._unfinished <= 0:
                 self._unfinished = 0
@@ -349,6 +466,23 @@ class SocketSender(CountedWork):
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(connection)
         connection.close()
+
+    def _discard_dead_thread(self) -> None:
+        for connection in [*self._idle, *self._busy]:
+            with contextlib.suppress(Exception):
+                connection.close()
+        self._idle = []
+        waiting = list(self._busy.values())
+        self._busy = {}
+        for exchange in waiting:
+            self._retry_order += 1
+            heapq.heappush(self._retries, (time.monotonic(), self._retry_order, exchange))
+        if self._selector is not None:
+            with contextlib.suppress(Exception):
+                self._selector.close()
+        if self._waker is not None:
+            for end in self._waker:
+                end.close()
 
     def _close_all(self) -> None:
         for connection in [*self._idle, *self._busy]:

@@ -102,3 +102,15 @@ def _scopes_of(isolation: Optional[Scope], current: Optional[Scope]) -> Iterator
                 yield
         else:
             yield
+
+
+def flush_client(timeout: float) -> bool:
+    """sentry-sdk's ``Client.flush``, and whether it really emptied the transport: ``True`` when nothing is
+    left queued, in flight or waiting to be tried again (only ``ConcurrentHttpTransport`` can tell; any
+    other transport is taken at its word)."""
+    client = sentry_sdk.get_client()
+    if not client.is_active():
+        return True
+    client.flush(timeout=timeout)
+    pending = getattr(client.transport, "pending", None)
+    return not callable(pending) or pending() == 0

@@ -28,17 +28,17 @@ import weakref
 import zlib
 from collections import deque
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 import urllib3
 from sentry_sdk.envelope import Envelope
-from sentry_sdk.transport import HttpTransport
+from sentry_sdk.transport import HttpTransport, _parse_rate_limits
 from sentry_sdk.worker import Worker
 
-from otel_bridge.drops import RateLimitedLogger
+from otel_bridge.drops import RateLimitedLogger, lost
 from otel_bridge.http1 import Endpoint
-from otel_bridge.sender import CountedWork, SocketSender
+from otel_bridge.sender import DEFAULT_MAX_QUEUE_BYTES, CountedWork, SocketSender
 
 if TYPE_CHECKING:
     from sentry_sdk._types import EventDataCategory
@@ -158,13 +158,26 @@ class ConcurrentHttpTransport(HttpTransport):
     """
 
     max_connections: ClassVar[int] = DEFAULT_MAX_CONNECTIONS
+    max_queue_bytes: ClassVar[int] = DEFAULT_MAX_QUEUE_BYTES
+    summarizes_losses: ClassVar[bool] = True
 
     @classmethod
     def with_max_connections(cls, max_connections: int) -> type[ConcurrentHttpTransport]:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        return cls._variant(max_connections=max_connections)
+
+    @classmethod
+    def with_max_queue_bytes(cls, max_queue_bytes: int) -> type[ConcurrentHttpTransport]:
+        """A variant whose queue holds at most ``max_queue_bytes`` of envelopes (uncompressed)."""
+        if max_queue_bytes < 1:
+            raise ValueError(f"max_queue_bytes must be at least 1, got {max_queue_bytes}")
+        return cls._variant(max_queue_bytes=max_queue_bytes)
+
+    @classmethod
+    def _variant(cls, **settings: int) -> type[ConcurrentHttpTransport]:
         variant: type[ConcurrentHttpTransport] = type(
-            cls.__name__, (cls,), {"max_connections": max_connections, "__module__": cls.__module__}
+            cls.__name__, (cls,), {**settings, "__module__": cls.__module__}
         )
         return variant
 
@@ -197,7 +210,13 @@ class ConcurrentHttpTransport(HttpTransport):
         url = self._auth.get_api_url()
         path = url[url.index("/", url.index("//") + 2) :]
         return SocketSender(
-            self, endpoint, path, options["transport_queue_size"], self.max_connections, self.TIMEOUT
+            self,
+            endpoint,
+            path,
+            options["transport_queue_size"],
+            self.max_connections,
+            self.TIMEOUT,
+            max_queue_bytes=self.max_queue_bytes,
         )
 
     def capture_envelope(self, envelope: Envelope) -> None:
@@ -247,6 +266,11 @@ class ConcurrentHttpTransport(HttpTransport):
         if isinstance(self._worker, SocketSender):
             self._worker.after_fork_in_child()
 
+    def pending(self) -> int:
+        """Envelopes (and jobs) queued, in flight or waiting to be tried again."""
+        worker = self._worker
+        return worker.pending() if isinstance(worker, CountedWork) else 0
+
     def flush(self, timeout: float, callback: Optional[Callable[[int, float], None]] = None) -> None:
         """Wait for everything queued, then send the client report (drops counted meanwhile included).
 
@@ -270,6 +294,9 @@ class ConcurrentHttpTransport(HttpTransport):
     ) -> None:
         with self._reports_lock:
             super().record_lost_event(reason, data_category, item, quantity=quantity)
+        category = data_category or (item.data_category if item is not None else None)
+        if category is not None:
+            lost.note(reason, str(category), quantity)
 
     def _fetch_pending_client_report(self, force: bool = False, interval: int = 60) -> Optional[Item]:
         with self._reports_lock:
@@ -303,12 +330,34 @@ class ConcurrentHttpTransport(HttpTransport):
                 except (ValueError, TypeError, KeyError, AttributeError):
                     continue
 
+    def _handle_response(self, response: Any, envelope: Optional[Envelope]) -> None:
+        """A 429 without a limit Relay would have written (a proxy's, or one we cannot read) was not
+        counted by Relay: its envelope is counted here as ``ratelimit_backoff``."""
+        super()._handle_response(response, envelope)
+        if response.status == 429 and envelope is not None and not self._has_readable_limits(response):
+            for item in envelope.items:
+                self.record_lost_event("ratelimit_backoff", item=item)
+
+    def _has_readable_limits(self, response: Any) -> bool:
+        header = self._get_header_value(response, "x-sentry-rate-limits")
+        if not header:
+            return False
+        return any(True for _ in _parse_rate_limits(header))
+
     def _update_rate_limits(self, response: Any) -> None:
         # Answers arrive out of order: a limit only ever gets longer here, never shorter.
         now = datetime.now(timezone.utc)
         with self._limits_lock:
             before = dict(self._disabled_until)
             super()._update_rate_limits(response)
+            if response.status == 429 and not self._has_readable_limits(response):
+                # sentry-sdk reads a present X-Sentry-Rate-Limits header and nothing else, so a header
+                # it cannot parse meant no back-off at all; as the SDK spec says for a 429 without usable
+                # limits: everything waits Retry-After, or 60 s.
+                retry_after = self._get_header_value(response, "Retry-After")
+                seconds = (self._retry.parse_retry_after(retry_after) if retry_after else None) or 60
+                until = now + timedelta(seconds=seconds)
+                self._disabled_until[None] = max(until, self._disabled_until.get(None, until))
             limits = self._disabled_until
             for category, until in before.items():
                 current = limits.get(category)

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from otel_bridge.drops import DropCounter
+from otel_bridge.drops import DropCounter, RateLimitedLogger
 
 logger = logging.getLogger("otel_bridge")
+_failures = RateLimitedLogger(logger, interval=60.0)
 
 
 @dataclass
@@ -67,19 +68,25 @@ class BackgroundWorker:
                 self._thread.start()
 
     def submit(self, job: Job, category: str = "transaction") -> bool:
-        """Queue ``job``; ``False`` (and counted as dropped) when the queue is full or the worker stopped."""
+        """Queue ``job``; ``False`` (and counted as dropped) when the queue is full or the worker stopped.
+        A thread that died is started again here."""
         if self._stopped or self._queue.qsize() >= self._max_queued:
             self._drops.count("queue_overflow", category)
             return False
-        if self._thread is None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
             self._ensure_thread()
         self._queue.put(job)
         return True
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything queued before this call has been handed to the client."""
-        if self._thread is None or not self._thread.is_alive():
-            return self._queue.empty()
+        """``True`` once everything queued before this call has been handed to the client (or dropped and
+        counted); ``False`` when ``timeout`` ran out first."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            if self._queue.empty():
+                return True
+            self._ensure_thread()
         marker = _FlushMarker(threading.Event())
         self._queue.put(marker)
         return marker.done.wait(timeout)
@@ -117,10 +124,12 @@ class BackgroundWorker:
                 try:
                     item()  # type: ignore[operator]
                 except Exception:
-                    logger.exception("otel_bridge could not send a trace to Sentry")
+                    # a bug that repeats for every trace: counted each time, logged once a minute
+                    self._drops.count("internal_sdk_error", "transaction")
+                    _failures.warning("otel_bridge could not turn a trace into Sentry events", exc_info=True)
             if self._tick is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self._tick_interval
                 try:
                     self._tick()
                 except Exception:
-                    logger.exception("otel_bridge housekeeping failed")
+                    _failures.warning("otel_bridge housekeeping failed", exc_info=True)

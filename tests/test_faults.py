@@ -103,17 +103,43 @@ def test_a_category_rate_limit_stops_that_category_only(receiver: EnvelopeReceiv
     assert discarded(receiver).get(("ratelimit_backoff", "transaction"), 0) >= 10
 
 
-def test_drops_while_sentry_was_down_are_reported_when_it_is_back() -> None:
+def _paced(base_url: str, per_second: int, seconds: float) -> int:
+    """GET /items/N at ``per_second`` for ``seconds``; returns how many requests were answered 200."""
+    answered = 0
+    interval = 1.0 / per_second
+    started = time.monotonic()
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        for number in range(int(per_second * seconds)):
+            time.sleep(max(0.0, started + number * interval - time.monotonic()))
+            if client.get(f"/items/{number}").status_code == 200:
+                answered += 1
+    return answered
+
+
+def test_a_three_second_outage_at_100_requests_a_second_loses_nothing() -> None:
+    """Envelopes that failed while Sentry was unreachable wait and are sent again once it is back."""
     port = free_port()
     dsn = f"http://0123456789abcdef0123456789abcdef@127.0.0.1:{port}/1"
+    accepted: dict[str, dict[str, Any]] = {}
+
+    def keep(receiver: EnvelopeReceiver) -> None:
+        for transaction in receiver.transactions():
+            accepted[transaction["event_id"]] = transaction
+
     with run_app("tests.apps.shop_bridge:app", env={"SENTRY_DSN": dsn}) as server:
-        drive(server.url, 10)
-        time.sleep(1.0)
-        with EnvelopeReceiver(port=port) as receiver:
-            drive(server.url, 2)
-            receiver.wait_for_transactions(2)
+        with EnvelopeReceiver(port=port) as before:
+            answered = _paced(server.url, 100, 1.5)
+            before.wait_for_transactions(answered)
+            keep(before)
+        # Sentry is away for 3 s: connections are refused
+        answered += _paced(server.url, 100, 3.0)
+        with EnvelopeReceiver(port=port) as after:
+            answered += _paced(server.url, 100, 1.5)
+            after.wait_for(lambda r: len(accepted) + len(r.transactions()) >= answered, timeout=20)
+            keep(after)
             server.stop()
-            reports = discarded(receiver)
-    assert (
-        reports.get(("network_error", "transaction"), 0) + reports.get(("network_error", "error"), 0) > 0
-    ), reports
+            keep(after)
+            reports = discarded(after)
+    assert answered == 600
+    assert len(accepted) == answered, f"{answered - len(accepted)} transactions lost; reports: {reports}"
+    assert not any(reason == "network_error" for reason, _ in reports), reports

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sentry_sdk
 
+from otel_bridge import sender as sender_module
 from otel_bridge.sender import SocketSender
 from otel_bridge.transport import ConcurrentHttpTransport, ConcurrentWorker
 from tests.receiver import EnvelopeReceiver
@@ -63,6 +64,18 @@ def discarded(receiver: EnvelopeReceiver) -> Counter[tuple[str, str]]:
     for report in receiver.client_reports():
         for entry in report.get("discarded_events", []):
             totals[(entry["reason"], entry["category"])] += entry["quantity"]
+    return totals
+
+
+def accepted_discards(receiver: EnvelopeReceiver) -> Counter[tuple[str, str]]:
+    """Client reports in envelopes the endpoint accepted (a report answered 5xx is sent again)."""
+    totals: Counter[tuple[str, str]] = Counter()
+    for request in receiver.requests:
+        if request.status != 200 or request.envelope is None:
+            continue
+        for item in request.envelope.items_of("client_report"):
+            for entry in item.json().get("discarded_events", []):
+                totals[(entry["reason"], entry["category"])] += entry["quantity"]
     return totals
 
 
@@ -122,14 +135,40 @@ def test_queue_is_bounded_and_overflow_is_reported_once_the_endpoint_is_back(
         assert receiver.connections_accepted == threads
 
 
-def test_drops_while_the_endpoint_fails_are_reported_once_it_is_back(receiver: EnvelopeReceiver) -> None:
+def test_envelopes_that_failed_while_the_endpoint_was_down_arrive_once_it_is_back(
+    receiver: EnvelopeReceiver,
+) -> None:
+    receiver.respond_with(status=503)
+    with client_for(receiver) as client:
+        for number in range(5):
+            sentry_sdk.capture_message(f"kept {number}")
+        assert receiver.wait_for(lambda r: request_count(r) >= 5, timeout=5)
+        receiver.respond_with()
+        client.flush(timeout=10)
+        assert sender_of(client).pending() == 0
+    accepted = [
+        item.json()
+        for request in receiver.requests
+        if request.status == 200 and request.envelope is not None
+        for item in request.envelope.items_of("event")
+    ]
+    assert sorted(event["message"] for event in accepted) == [f"kept {n}" for n in range(5)]
+    assert ("network_error", "error") not in accepted_discards(receiver)
+
+
+def test_envelopes_given_up_after_the_last_attempt_are_reported_once_it_is_back(
+    receiver: EnvelopeReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender_module, "RETRY_ATTEMPTS", 3)
+    monkeypatch.setattr(sender_module, "RETRY_FIRST_DELAY", 0.05)
     receiver.respond_with(status=503)
     with client_for(receiver) as client:
         for number in range(5):
             sentry_sdk.capture_message(f"lost {number}")
         client.flush(timeout=5)
+        assert request_count(receiver) >= 5 * 3, "each envelope was tried three times"
         # the report went out too, and failed like the rest
-        assert discarded(receiver) == {("network_error", "error"): 5}
+        assert accepted_discards(receiver) == {}
 
         receiver.clear()
         receiver.respond_with()
@@ -137,7 +176,7 @@ def test_drops_while_the_endpoint_fails_are_reported_once_it_is_back(receiver: E
         client.flush(timeout=5)
 
         assert [event["message"] for event in receiver.events()] == ["back"]
-        assert discarded(receiver) == {("network_error", "error"): 5}
+        assert accepted_discards(receiver) == {("network_error", "error"): 5}
 
 
 def test_a_connection_dropped_by_the_other_side_is_tried_once_more(receiver: EnvelopeReceiver) -> None:
