@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -247,3 +248,40 @@ def test_a_thousand_requests_at_once_keep_their_own_tags_users_and_spans(
         assert error["contexts"]["trace"]["trace_id"] == trace_of[path]
     assert_relay_valid(transactions[0])
     assert_relay_valid(errors[0])
+
+
+def test_every_replacement_of_a_killed_gunicorn_worker_delivers(prompt_receiver: EnvelopeReceiver) -> None:
+    """gunicorn forks a replacement whenever a worker dies; a fork taken while a background thread of the
+    master held a lock (an import, a queue) must not leave the child's sender dead."""
+    rounds = 6
+    replacements: set[str] = set()
+    served: Counter[str] = Counter()
+    with run_gunicorn(APP, {"SENTRY_DSN": prompt_receiver.dsn}, workers=2) as server:
+        known: set[str] = set()
+        # a new connection per request: a kept-alive one may lead to the worker just killed
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=server.url, timeout=5, limits=limits) as client:
+            for round_number in range(rounds):
+                victim = str(client.get("/pid").json()["pid"])
+                known.add(victim)
+                os.kill(int(victim), signal.SIGKILL)
+                deadline = time.monotonic() + 20
+                replacement = None
+                number = 0
+                while replacement is None:
+                    assert time.monotonic() < deadline, f"no replacement in round {round_number}"
+                    with contextlib.suppress(httpx.TransportError):
+                        response = client.get(f"/items/{round_number * 1000 + number}")
+                        pid = response.headers["x-pid"]
+                        served[pid] += 1
+                        if pid not in known:
+                            replacement = pid
+                    number += 1
+                known.add(replacement)
+                replacements.add(replacement)
+                for extra in range(3):
+                    assert client.get(f"/items/{round_number * 1000 + 900 + extra}").status_code == 200
+        _poll(lambda: replacements <= {t["tags"]["pid"] for t in prompt_receiver.transactions()}, timeout=20)
+        delivered = {t["tags"]["pid"] for t in prompt_receiver.transactions()}
+    assert len(replacements) == rounds
+    assert replacements <= delivered, f"replacements that delivered nothing: {replacements - delivered}"
