@@ -330,6 +330,21 @@ class ConcurrentHttpTransport(HttpTransport):
                 except (ValueError, TypeError, KeyError, AttributeError):
                     continue
 
+    def _prepare_envelope(self, envelope: Envelope) -> Any:
+        """A client report is not thrown away by a rate limit (its counts would be lost with it): it is
+        counted again for the next report, which goes out once the limit is over."""
+        with self._limits_lock:
+            reports_limited = super()._check_disabled("internal")
+        if reports_limited:
+            reports = [item for item in envelope.items if item.type == "client_report"]
+            if reports:
+                self._count_again(reports)
+                envelope = Envelope(
+                    headers=envelope.headers,
+                    items=[item for item in envelope.items if item.type != "client_report"],
+                )
+        return super()._prepare_envelope(envelope)
+
     def _handle_response(self, response: Any, envelope: Optional[Envelope]) -> None:
         """A 429 without a limit Relay would have written (a proxy's, or one we cannot read) was not
         counted by Relay: its envelope is counted here as ``ratelimit_backoff``."""
