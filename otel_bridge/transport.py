@@ -310,14 +310,18 @@ class ConcurrentHttpTransport(HttpTransport):
     ) -> None:
         """A client report that could not be sent is counted again, for the next one, instead of lost."""
         if envelope is not None:
-            reports = [item for item in envelope.items if item.type == "client_report"]
-            if reports:
-                self._count_again(reports)
-                envelope = Envelope(
-                    headers=envelope.headers,
-                    items=[item for item in envelope.items if item.type != "client_report"],
-                )
+            envelope = self._reports_counted_again(envelope)
         super()._handle_request_error(envelope, loss_reason, record_reason)
+
+    def _reports_counted_again(self, envelope: Envelope) -> Envelope:
+        """``envelope`` without its client reports, whose counts go back into the next report."""
+        reports = [item for item in envelope.items if item.type == "client_report"]
+        if not reports:
+            return envelope
+        self._count_again(reports)
+        return Envelope(
+            headers=envelope.headers, items=[item for item in envelope.items if item.type != "client_report"]
+        )
 
     def _count_again(self, reports: list[Item]) -> None:
         with self._reports_lock:
@@ -336,13 +340,7 @@ class ConcurrentHttpTransport(HttpTransport):
         with self._limits_lock:
             reports_limited = super()._check_disabled("internal")
         if reports_limited:
-            reports = [item for item in envelope.items if item.type == "client_report"]
-            if reports:
-                self._count_again(reports)
-                envelope = Envelope(
-                    headers=envelope.headers,
-                    items=[item for item in envelope.items if item.type != "client_report"],
-                )
+            envelope = self._reports_counted_again(envelope)
         return super()._prepare_envelope(envelope)
 
     def _handle_response(self, response: Any, envelope: Optional[Envelope]) -> None:
