@@ -14,7 +14,7 @@ from opentelemetry.trace import Span, SpanContext, format_span_id, format_trace_
 from sentry_sdk.utils import event_from_exception
 
 from otel_bridge.naming import current_route_name
-from otel_bridge.privacy import clean_frames, filter_user
+from otel_bridge.privacy import clean_frames, filter_user, scrub_breadcrumbs
 from otel_bridge.propagation import get_dynamic_sampling_context
 from otel_bridge.request_context import current_request, exception_key, recent_reports
 from otel_bridge.sampling import started_dsc
@@ -112,7 +112,8 @@ def _is_server_echo(record: Any) -> bool:
 
 def prepare_event(event: Any, hint: Any) -> Any:
     """Global event processor: errors captured inside an OTel span point at that span's trace; no event
-    carries the user's identity without ``send_default_pii``, nor secrets in its frames' local variables.
+    carries the user's identity without ``send_default_pii``, nor secrets in its frames' local variables
+    or in the URLs of its breadcrumbs.
 
     It also marks the exception as reported so that no other path (a framework integration of sentry-sdk
     that runs outside, or this bridge's middleware) reports the same exception object a second time.
@@ -120,6 +121,8 @@ def prepare_event(event: Any, hint: Any) -> Any:
     options = convert_options(sentry_sdk.get_client())
     if not options.send_default_pii:
         filter_user(event)
+    if event.get("breadcrumbs"):
+        scrub_breadcrumbs(event, options.denylist)
     if event.get("type") == "transaction":
         return event
     if hint and hint.get("log_record") is not None and _is_server_echo(hint["log_record"]):

@@ -8,6 +8,7 @@ is complete. Nothing here blocks except name resolution when a connection is ope
 from __future__ import annotations
 
 import errno
+import re
 import selectors
 import socket
 import ssl
@@ -20,6 +21,11 @@ SocketOption = tuple[int, int, Union[int, bytes]]
 MAX_RESPONSE_BYTES = 1 << 20
 _RECEIVE_SIZE = 65536
 _HEADER_END = b"\r\n\r\n"
+_CRLF = b"\r\n"
+# A chunk's size line: hex digits, extensions (read past, as every client does), trailing blanks (h11 allows
+# them: some servers write them).
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\r\n]*)?[ \t]*")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class ExchangeFailed(Exception):
@@ -251,10 +257,7 @@ def parse_response(buffer: Union[bytes, bytearray], at_eof: bool) -> Optional[Re
             return None if body is None else Response(status, headers, body, keep_alive)
         length = headers.get("content-length")
         if length is not None:
-            try:
-                size = int(length)
-            except ValueError:
-                raise ExchangeFailed(f"bad Content-Length: {length!r}") from None
+            size = int(length)
             if len(buffer) - body_start < size:
                 if at_eof:
                     raise ExchangeFailed("connection closed in the middle of an answer's body")
@@ -268,15 +271,22 @@ def parse_response(buffer: Union[bytes, bytearray], at_eof: bool) -> Optional[Re
 def _parse_head(head: bytes) -> tuple[int, str, Headers]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    if (
+        len(parts) < 2
+        or not parts[0].startswith(b"HTTP/1.")
+        or not (parts[1].isdigit() and len(parts[1]) == 3)
+    ):
         raise ExchangeFailed(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
     headers = Headers()
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if colon:
             key = name.strip().decode("latin-1").lower()
-            text = value.strip().decode("latin-1")
+            text = value.strip(b" \t").decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    length = headers.get("content-length")
+    if length is not None and not _DIGITS.fullmatch(length):
+        raise ExchangeFailed(f"bad Content-Length: {length[:20]!r}")
     return int(parts[1]), parts[0].decode("latin-1"), headers
 
 
@@ -288,25 +298,32 @@ def _keeps_alive(version: str, headers: Headers) -> bool:
 
 
 def _dechunk(buffer: Union[bytes, bytearray], position: int, at_eof: bool) -> Optional[bytes]:
+    """The body of a chunked answer, or ``None`` while more is to come. Each chunk's data must be followed by
+    CRLF: skipping whatever two bytes follow (h11's leniency behind CVE-2025-43859) would let a body say
+    where the next answer starts."""
     body = bytearray()
     while True:
-        line_end = buffer.find(b"\r\n", position)
+        line_end = buffer.find(_CRLF, position)
         if line_end < 0:
             break
-        size_text = bytes(buffer[position:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise ExchangeFailed(f"bad chunk size: {size_text[:20]!r}") from None
-        data_start = line_end + 2
+        size_line = bytes(buffer[position:line_end])
+        match = _CHUNK_SIZE_LINE.fullmatch(size_line)
+        if match is None:
+            raise ExchangeFailed(f"bad chunk size line: {size_line[:20]!r}")
+        size = int(match.group(1), 16)
         if size == 0:
             if buffer.find(_HEADER_END, line_end) < 0:
                 break
             return bytes(body)
-        if len(buffer) < data_start + size + 2:
+        data_start = line_end + len(_CRLF)
+        data_end = data_start + size
+        after = bytes(buffer[data_end : data_end + len(_CRLF)])
+        if after != _CRLF[: len(after)]:
+            raise ExchangeFailed(f"chunk data not followed by CRLF but by {after!r}")
+        if len(after) < len(_CRLF):
             break
-        body += buffer[data_start : data_start + size]
-        position = data_start + size + 2
+        body += buffer[data_start:data_end]
+        position = data_end + len(_CRLF)
     if at_eof:
         raise ExchangeFailed("connection closed in the middle of a chunked answer")
     return None

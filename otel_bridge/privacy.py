@@ -8,23 +8,39 @@ scrubbed here with the scrubber's own deny-list before the event reaches the cli
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 FILTERED = "[Filtered]"
 
-SENSITIVE_HEADERS = frozenset(
+CREDENTIAL_HEADERS = frozenset(
     {
         "cookie",
         "set-cookie",
         "authorization",
         "proxy-authorization",
         "x-api-key",
-        "x-forwarded-for",
-        "x-real-ip",
     }
 )
+
+# Every header in which a proxy, load balancer or CDN passes on the address of the client.
+CLIENT_ADDRESS_HEADERS = frozenset(
+    {
+        "x-forwarded-for",
+        "x-real-ip",
+        "forwarded",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+    }
+)
+
+# Sent only with ``send_default_pii=True``.
+SENSITIVE_HEADERS = CREDENTIAL_HEADERS | CLIENT_ADDRESS_HEADERS
 
 PERSONAL_ATTRIBUTES = frozenset(
     {
@@ -109,16 +125,72 @@ def scrub_query(query: str, denylist: Iterable[str]) -> str:
 
 
 def scrub_url(url: str, denylist: Iterable[str]) -> str:
-    """Drop user info and scrub the query of an absolute URL or of a path with a query."""
+    """Drop user info and scrub the query of an absolute URL or of a path with a query, and the fragment
+    where it is written like one (``#access_token=...``, as OAuth's implicit grant answers)."""
+    words = tuple(denylist)
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url.split("?", 1)[0]
+        return url.split("?", 1)[0].split("#", 1)[0]
     netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
-    query = scrub_query(parts.query, denylist)
-    if netloc == parts.netloc and query == parts.query:
+    query = scrub_query(parts.query, words)
+    fragment = scrub_query(parts.fragment, words)
+    if netloc == parts.netloc and query == parts.query and fragment == parts.fragment:
         return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+# A run of characters that may be a URL or a request target inside free text (a log line): it ends at
+# whitespace and at the quotes and brackets that usually surround a URL.
+_TEXT_TOKEN = re.compile(r"""[^\s"'<>`]+""")
+
+
+def scrub_urls_in_text(text: str, denylist: Iterable[str]) -> str:
+    """``scrub_url`` applied to every URL or ``/path?query`` in ``text``, the rest left as it is: HTTP
+    clients and servers log the URLs they request and serve (``HTTP Request: GET https://...?api_key=...``)."""
+    if "?" not in text and "#" not in text and "://" not in text:
+        return text
+    words = tuple(denylist)
+
+    def scrub_token(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if "?" in token or "#" in token or "://" in token:
+            return scrub_url(token, words)
+        return token
+
+    return _TEXT_TOKEN.sub(scrub_token, text)
+
+
+_BREADCRUMB_URLS = URL_ATTRIBUTES | {"url"}
+_BREADCRUMB_QUERIES = QUERY_ATTRIBUTES | {"http.query"}
+_BREADCRUMB_FRAGMENTS = frozenset({"http.fragment", "url.fragment"})
+
+
+def scrub_breadcrumbs(event: dict[str, Any], denylist: Iterable[str]) -> None:
+    """The URLs, queries and fragments that sentry-sdk's HTTP client integrations (httpx, ``http.client``,
+    aiohttp...) record in breadcrumbs, and URLs in breadcrumb messages, scrubbed like the request's own."""
+    crumbs = event.get("breadcrumbs")
+    if isinstance(crumbs, dict):
+        crumbs = crumbs.get("values")
+    if not isinstance(crumbs, list) or not crumbs:
+        return
+    words = tuple(denylist)
+    for crumb in crumbs:
+        if not isinstance(crumb, dict):
+            continue
+        message = crumb.get("message")
+        if isinstance(message, str):
+            crumb["message"] = scrub_urls_in_text(message, words)
+        data = crumb.get("data")
+        if not isinstance(data, dict):
+            continue
+        for key, value in data.items():
+            if not isinstance(value, str) or not value:
+                continue
+            if key in _BREADCRUMB_URLS:
+                data[key] = scrub_url(value, words)
+            elif key in _BREADCRUMB_QUERIES or key in _BREADCRUMB_FRAGMENTS:
+                data[key] = scrub_query(value, words)
 
 
 def scrub_attributes(
@@ -196,7 +268,9 @@ def _scrub_value(value: Any, send_default_pii: bool, words: tuple[str, ...], dep
     if isinstance(value, dict):
         cleaned: dict[str, Any] = {}
         for key, item in value.items():
-            if is_denied(str(key), words) or (key == "client" and not send_default_pii):
+            if is_denied(str(key), words) or (
+                not send_default_pii and (key == "client" or is_sensitive_header(_header_name(key)))
+            ):
                 cleaned[key] = FILTERED
             elif key == "headers" and isinstance(item, list):
                 cleaned[key] = [_scrub_header_pair(pair, send_default_pii, words) for pair in item]

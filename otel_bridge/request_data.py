@@ -41,6 +41,9 @@ def asgi_url(asgi_scope: Mapping[str, Any], host_header: Optional[str]) -> str:
 
 
 def client_ip(asgi_scope: Mapping[str, Any], headers: Mapping[str, str]) -> Optional[str]:
+    """The address sentry-sdk's ASGI middleware reports (``_get_ip``): the first of ``X-Forwarded-For``,
+    else ``X-Real-Ip``, else the peer. Only called with ``send_default_pii``; without it, these and the other
+    headers carrying the client's address (``privacy.CLIENT_ADDRESS_HEADERS``) are filtered."""
     forwarded = headers.get("x-forwarded-for")
     if forwarded:
         return forwarded.split(",")[0].strip()

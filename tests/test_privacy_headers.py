@@ -1,0 +1,285 @@
+"""Every header that carries the client's address stays home without ``send_default_pii``: in the request
+data of each event, in the captured-header attributes of the transaction and its spans, in the local
+variables of the app's frames, and in the request the exporter rebuilds from span attributes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator, MutableMapping
+from typing import Any, Callable
+
+import pytest
+import sentry_sdk
+from opentelemetry import trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from otel_bridge import SentrySpanExporter, SentrySpanProcessor
+from otel_bridge.asgi import SentryAsgiMiddleware
+from otel_bridge.bootstrap import install_event_processor
+from tests.receiver import EnvelopeReceiver
+from tests.relay import assert_relay_valid
+
+Message = MutableMapping[str, Any]
+
+# Each header with a value found nowhere else: documentation addresses, none a prefix of another.
+CLIENT_ADDRESSES = {
+    "x-forwarded-for": "198.51.100.101, 198.51.100.102",
+    "x-real-ip": "198.51.100.103",
+    "forwarded": "for=198.51.100.104;proto=https;by=198.51.100.110",
+    "true-client-ip": "198.51.100.105",
+    "cf-connecting-ip": "2001:db8:cafe::106",
+    "x-client-ip": "198.51.100.107",
+    "fastly-client-ip": "198.51.100.108",
+    "x-cluster-client-ip": "198.51.100.109",
+}
+PLANTED = [
+    "198.51.100.101",
+    "198.51.100.102",
+    "198.51.100.103",
+    "198.51.100.104",
+    "198.51.100.105",
+    "2001:db8:cafe::106",
+    "198.51.100.107",
+    "198.51.100.108",
+    "198.51.100.109",
+    "198.51.100.110",
+]
+# The headers a client instrumentation captured on the app's own call onward, where the app passes the
+# client's address on (as proxies do).
+FORWARDED_ON = ("x-forwarded-for", "forwarded", "true-client-ip")
+
+
+def attribute(name: str) -> str:
+    return "http.request.header." + name.replace("-", "_")
+
+
+def http_scope() -> dict[str, Any]:
+    headers = [(b"host", b"shop.test"), (b"user-agent", b"tests")]
+    headers += [(name.encode(), value.encode()) for name, value in CLIENT_ADDRESSES.items()]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/checkout",
+        "raw_path": b"/checkout",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def checkout_app(provider: TracerProvider, with_message: bool) -> Callable[..., Any]:
+    tracer = provider.get_tracer("tests.privacy_headers")
+    # Unique, so that no earlier test's report of the same exception makes this one a duplicate.
+    order = uuid.uuid4().hex[:8]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        with tracer.start_as_current_span("POST payments", kind=SpanKind.CLIENT) as call:
+            call.set_attribute("http.request.method", "POST")
+            call.set_attribute("url.full", "http://payments.test/charge")
+            for name in FORWARDED_ON:
+                call.set_attribute(attribute(name), (CLIENT_ADDRESSES[name],))
+        if with_message:
+            sentry_sdk.capture_message("charging the card")
+        # ``scope`` (with the raw headers) and ``headers`` are local variables of this in-app frame
+        headers = {bytes(name).decode(): bytes(value).decode() for name, value in scope["headers"]}
+        raise RuntimeError(f"card declined for order {order} at {headers['host']}{scope['path']}")
+
+    return app
+
+
+async def call(app: Any, scope: dict[str, Any]) -> None:
+    inbox: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> Message:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        return None
+
+    await app(scope, receive, send)
+
+
+def serve_one_failing_request(app: Any) -> None:
+    with pytest.raises(RuntimeError, match="card declined"):
+        asyncio.run(call(app, http_scope()))
+
+
+@pytest.fixture
+def processor_provider(receiver: EnvelopeReceiver) -> Iterator[Callable[[bool], TracerProvider]]:
+    providers: list[TracerProvider] = []
+
+    def start(send_default_pii: bool) -> TracerProvider:
+        sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel", send_default_pii=send_default_pii)
+        install_event_processor()
+        provider = TracerProvider()
+        provider.add_span_processor(SentrySpanProcessor())
+        providers.append(provider)
+        return provider
+
+    yield start
+    for provider in providers:
+        provider.shutdown()
+
+
+def run_through_the_middleware(start: Callable[[bool], TracerProvider], send_default_pii: bool) -> None:
+    provider = start(send_default_pii)
+    app = SentryAsgiMiddleware(
+        checkout_app(provider, with_message=True),
+        tracer_provider=provider,
+        http_capture_headers_server_request=list(CLIENT_ADDRESSES),
+    )
+    serve_one_failing_request(app)
+    provider.force_flush(5000)
+
+
+def run_through_the_exporter(receiver: EnvelopeReceiver, send_default_pii: bool) -> TracerProvider:
+    exporter = SentrySpanExporter(dsn=receiver.dsn, send_default_pii=send_default_pii)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    # The exporter path knows nothing of the request outside span data: no message from the app here.
+    app = OpenTelemetryMiddleware(
+        checkout_app(provider, with_message=False),
+        tracer_provider=provider,
+        http_capture_headers_server_request=list(CLIENT_ADDRESSES),
+    )
+    serve_one_failing_request(app)
+    provider.force_flush()
+    return provider
+
+
+def sent_bytes(receiver: EnvelopeReceiver) -> bytes:
+    return b"".join(request.raw_body for request in receiver.requests)
+
+
+def message_and_error(events: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    [message] = [event for event in events if "exception" not in event]
+    [error] = [event for event in events if "exception" in event]
+    return message, error
+
+
+def header(headers: dict[str, str], name: str) -> str:
+    [value] = [value for key, value in headers.items() if key.lower() == name]
+    return value
+
+
+def test_no_header_carrying_the_clients_address_is_sent_by_default(
+    receiver: EnvelopeReceiver, processor_provider: Callable[[bool], TracerProvider]
+) -> None:
+    run_through_the_middleware(processor_provider, send_default_pii=False)
+    message, error = message_and_error(receiver.wait_for_events(2))
+    [transaction] = receiver.wait_for_transactions(1)
+
+    sent = sent_bytes(receiver)
+    for address in PLANTED:
+        assert address.encode() not in sent, f"{address} reached Sentry"
+    for event in (message, error, transaction):
+        assert_relay_valid(event)
+        assert "env" not in event["request"]
+        for name in CLIENT_ADDRESSES:
+            assert event["request"]["headers"][name] == "[Filtered]", name
+    root_data = transaction["contexts"]["trace"]["data"]
+    [onward] = transaction["spans"]
+    for name in CLIENT_ADDRESSES:
+        assert root_data[attribute(name)] == "[Filtered]", name
+    for name in FORWARDED_ON:
+        assert onward["data"][attribute(name)] == "[Filtered]", name
+    assert onward["data"]["url.full"] == "http://payments.test/charge"
+    assert error["exception"]["values"][-1]["value"].endswith("at shop.test/checkout")
+    [app_frame] = [
+        frame
+        for frame in error["exception"]["values"][-1]["stacktrace"]["frames"]
+        if frame["function"] == "app"
+    ]
+    raw_headers = dict(app_frame["vars"]["scope"]["headers"])
+    for name in CLIENT_ADDRESSES:
+        assert raw_headers[repr(name.encode())] == "[Filtered]", name
+        assert app_frame["vars"]["headers"][name] == "[Filtered]", name
+
+
+def test_with_send_default_pii_the_headers_carrying_the_clients_address_are_sent(
+    receiver: EnvelopeReceiver, processor_provider: Callable[[bool], TracerProvider]
+) -> None:
+    run_through_the_middleware(processor_provider, send_default_pii=True)
+    message, error = message_and_error(receiver.wait_for_events(2))
+    [transaction] = receiver.wait_for_transactions(1)
+
+    for event in (message, error, transaction):
+        assert_relay_valid(event)
+        # sentry-sdk's default deny-list names x_forwarded_for: its first address is the client's IP
+        assert event["request"]["env"] == {"REMOTE_ADDR": "198.51.100.101"}
+        for name, value in CLIENT_ADDRESSES.items():
+            if name != "x-forwarded-for":
+                assert event["request"]["headers"][name] == value
+    root_data = transaction["contexts"]["trace"]["data"]
+    [onward] = transaction["spans"]
+    for name, value in CLIENT_ADDRESSES.items():
+        if name != "x-forwarded-for":
+            assert root_data[attribute(name)] == [value]
+    assert onward["data"][attribute("true-client-ip")] == ["198.51.100.105"]
+    assert onward["data"][attribute("forwarded")] == [CLIENT_ADDRESSES["forwarded"]]
+
+
+def test_the_exporter_sends_no_header_carrying_the_clients_address_by_default(
+    receiver: EnvelopeReceiver,
+) -> None:
+    provider = run_through_the_exporter(receiver, send_default_pii=False)
+    [error] = receiver.wait_for_events(1)
+    [transaction] = receiver.wait_for_transactions(1)
+    provider.shutdown()
+
+    sent = sent_bytes(receiver)
+    for address in PLANTED:
+        assert address.encode() not in sent, f"{address} reached Sentry"
+    for event in (error, transaction):
+        assert_relay_valid(event)
+        assert "env" not in event["request"]
+        for name in CLIENT_ADDRESSES:
+            assert header(event["request"]["headers"], name) == "[Filtered]", name
+    for name in CLIENT_ADDRESSES:
+        assert transaction["contexts"]["trace"]["data"][attribute(name)] == "[Filtered]", name
+
+
+def test_with_send_default_pii_the_exporter_sends_the_headers_carrying_the_clients_address(
+    receiver: EnvelopeReceiver,
+) -> None:
+    provider = run_through_the_exporter(receiver, send_default_pii=True)
+    [error] = receiver.wait_for_events(1)
+    [transaction] = receiver.wait_for_transactions(1)
+    provider.shutdown()
+
+    for event in (error, transaction):
+        assert_relay_valid(event)
+        for name, value in CLIENT_ADDRESSES.items():
+            if name != "x-forwarded-for":
+                assert header(event["request"]["headers"], name) == value
+    assert transaction["contexts"]["trace"]["data"][attribute("cf-connecting-ip")] == ["2001:db8:cafe::106"]
+
+
+def test_the_span_attributes_name_the_headers_the_way_the_tests_plant_them() -> None:
+    """Guards the tests above: OpenTelemetry's ASGI middleware captures the planted headers under these
+    attribute names, so that a missing attribute cannot pass for a filtered one."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    app = OpenTelemetryMiddleware(
+        checkout_app(provider, with_message=False),
+        tracer_provider=provider,
+        http_capture_headers_server_request=list(CLIENT_ADDRESSES),
+    )
+    serve_one_failing_request(app)
+    [server] = [span for span in memory.get_finished_spans() if span.kind is trace.SpanKind.SERVER]
+    attributes = server.attributes or {}
+    for name, value in CLIENT_ADDRESSES.items():
+        assert attributes[attribute(name)] == (value,)
+    provider.shutdown()
