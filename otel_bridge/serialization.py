@@ -19,10 +19,19 @@ of a ``json`` round trip) when it can prove the result identical, i.e. the event
 
 Otherwise, and for ``is_vars`` (frame locals), unknown keywords, registered global repr
 processors, or any exception on the way, the call goes to the original ``serialize``.
+
+``install`` also makes every sentry-sdk client fit each event it prepares into Sentry's item size limit
+(``otel_bridge.fitting``) before the event is queued: ``Client._prepare_event`` (serialization, then
+``before_send`` / ``before_send_transaction``) is wrapped, so the fitted event is the one that is sent and
+the client whose transport counts what was dropped is known. ``fast_serialize`` itself stays an exact
+equivalent of ``serialize``. Verified against sentry-sdk 2.75; where ``_prepare_event`` does not have the
+expected signature, events are sent unfitted and that is logged once.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from datetime import datetime
 from typing import Any, Callable, Dict, Optional
 
@@ -31,7 +40,13 @@ import sentry_sdk.consts
 import sentry_sdk.serializer
 from sentry_sdk.utils import disable_capture_event, format_timestamp, strip_string
 
-__all__ = ["fast_serialize", "install", "uninstall"]
+from otel_bridge import fitting
+from otel_bridge.drops import REPORT_INTERVAL_SECONDS, RateLimitedLogger
+
+__all__ = ["fast_serialize", "fit_prepared_event", "install", "uninstall"]
+
+logger = logging.getLogger("otel_bridge")
+_trim_log = RateLimitedLogger(logger, REPORT_INTERVAL_SECONDS)
 
 Serialize = Callable[..., Dict[str, Any]]
 Path = tuple[str, ...]
@@ -40,6 +55,11 @@ Meta = Dict[str, Any]
 _sentry_serialize: Serialize = sentry_sdk.serializer.serialize
 _client: Any = sentry_sdk.client  # its `serialize` is an undeclared (to mypy) re-export
 _replaced: Optional[Serialize] = None
+PrepareEvent = Callable[[Any, Dict[str, Any], Any, Any], Optional[Dict[str, Any]]]
+_client_class: Any = getattr(sentry_sdk.client, "_Client", None)
+_replaced_prepare: Optional[PrepareEvent] = None
+_installed_prepare: Optional[PrepareEvent] = None
+_warned_unfitted = False
 
 _KNOWN_KWARGS = frozenset({"max_request_body_size", "max_value_length", "custom_repr", "is_vars"})
 # Outside databags nothing is trimmed; this only bounds the walk, so cycles fall back.
@@ -205,17 +225,102 @@ def fast_serialize(event: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
     return _sentry_serialize(event, **kwargs)
 
 
+def fit_prepared_event(client: Any, event: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """``event``, as ``client`` prepared it for sending, trimmed to Sentry's size limit; spans dropped for
+    size are counted in ``client``'s reports (``buffer_overflow``, as sentry-sdk counts spans its span
+    recorder drops). An event that cannot be made to fit is dropped and counted (``send_error``, what
+    sentry-sdk counts when Sentry answers 413) rather than sent to be refused."""
+    if event is None:
+        return None
+    try:
+        result = fitting.fit_event(event)
+    except Exception:  # not JSON data: sentry-sdk's own encoding of the envelope fails the same way
+        return event
+    if not result.trimmed:
+        return event
+    transport = getattr(client, "transport", None)
+    is_transaction = event.get("type") == "transaction"
+    kind = "a transaction" if is_transaction else "an error event"
+    if not result.fits:
+        if transport is not None:
+            transport.record_lost_event(
+                "send_error", data_category="transaction" if is_transaction else "error"
+            )
+            if is_transaction:
+                spans = event.get("spans")
+                quantity = (len(spans) if isinstance(spans, list) else 0) + 1
+                transport.record_lost_event("send_error", data_category="span", quantity=quantity)
+        _trim_log.warning(
+            f"otel_bridge dropped {kind} of {result.original_size} bytes: it cannot be trimmed to Sentry's "
+            f"limit of {result.max_bytes} bytes"
+        )
+        return None
+    if result.spans_dropped and transport is not None:
+        transport.record_lost_event("buffer_overflow", data_category="span", quantity=result.spans_dropped)
+    removed = [
+        f"{count} {what if count == 1 else plural} {how}"
+        for count, what, plural, how in (
+            (result.strings_cut, "string", "strings", "cut"),
+            (result.spans_dropped, "span", "spans", "dropped"),
+            (result.breadcrumbs_dropped, "breadcrumb", "breadcrumbs", "dropped"),
+            (result.frames_without_vars, "frame's", "frames'", "local variables removed"),
+            (result.entries_removed, "other entry", "other entries", "removed"),
+        )
+        if count
+    ]
+    _trim_log.warning(
+        f"otel_bridge trimmed {kind} from {result.original_size} to {result.size} bytes to fit Sentry's "
+        f"limit: {', '.join(removed)}"
+    )
+    return result.event
+
+
+def _fitting(prepare: PrepareEvent) -> PrepareEvent:
+    """``Client._prepare_event`` that fits what ``prepare`` returns; the method a client calls."""
+
+    def _prepare_event(client: Any, event: Dict[str, Any], hint: Any, scope: Any) -> Optional[Dict[str, Any]]:
+        return fit_prepared_event(client, prepare(client, event, hint, scope))
+
+    return _prepare_event
+
+
+def _can_wrap_prepare_event() -> bool:
+    prepare = getattr(_client_class, "_prepare_event", None)
+    try:
+        parameters = list(inspect.signature(prepare).parameters) if callable(prepare) else []
+    except (TypeError, ValueError):
+        parameters = []
+    return parameters == ["self", "event", "hint", "scope"]
+
+
 def install() -> None:
-    """Make sentry-sdk's client serialize events with ``fast_serialize``; idempotent."""
-    global _replaced
+    """Make sentry-sdk's clients serialize events with ``fast_serialize`` and fit every event they prepare
+    into Sentry's size limit; idempotent."""
+    global _replaced, _replaced_prepare, _installed_prepare, _warned_unfitted
     if _client.serialize is not fast_serialize:
         _replaced = _client.serialize
         _client.serialize = fast_serialize
+    if _installed_prepare is not None and _client_class.__dict__.get("_prepare_event") is _installed_prepare:
+        return
+    if not _can_wrap_prepare_event():
+        if not _warned_unfitted:
+            _warned_unfitted = True
+            logger.warning(
+                "otel_bridge cannot fit events to Sentry's size limit with this sentry-sdk "
+                "(Client._prepare_event is not the one it knows); events larger than 1 MiB will be refused"
+            )
+        return
+    _replaced_prepare = _client_class._prepare_event
+    _installed_prepare = _fitting(_client_class._prepare_event)
+    _client_class._prepare_event = _installed_prepare
 
 
 def uninstall() -> None:
     """Undo ``install``."""
-    global _replaced
+    global _replaced, _replaced_prepare, _installed_prepare
     if _replaced is not None and _client.serialize is fast_serialize:
         _client.serialize = _replaced
     _replaced = None
+    if _installed_prepare is not None and _client_class.__dict__.get("_prepare_event") is _installed_prepare:
+        _client_class._prepare_event = _replaced_prepare
+    _replaced_prepare = _installed_prepare = None
