@@ -102,6 +102,11 @@ def shop_app(provider: TracerProvider, secrets: dict[str, str]) -> Any:
     return app
 
 
+@pytest.mark.skipif(
+    tuple(int(part) for part in sentry_sdk.VERSION.split(".")[:2]) < (2, 68),
+    reason="sentry-sdk < 2.68 records no httpx breadcrumb with instrumenter='otel' "
+    "(it made the breadcrumb from its own span, a no-op then)",
+)
 def test_breadcrumb_urls_keep_no_secret_on_any_event(
     traced_with_httpx: tuple[TracerProvider, SentrySpanProcessor],
     receiver: EnvelopeReceiver,

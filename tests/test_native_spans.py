@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_trace_id
 from starlette.applications import Starlette
-from starlette.middleware.opentelemetry import OpenTelemetryMiddleware as StarletteOtelMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -27,6 +26,15 @@ from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 
 Traced = tuple[TracerProvider, InMemorySpanExporter, SentrySpanProcessor]
+
+
+def starlette_otel_middleware() -> Any:
+    """Starlette's ``OpenTelemetryMiddleware``; the test is skipped on a Starlette without it."""
+    module = pytest.importorskip(
+        "starlette.middleware.opentelemetry",
+        reason="Starlette < 1.7 has no OpenTelemetryMiddleware (starlette.middleware.opentelemetry)",
+    )
+    return module.OpenTelemetryMiddleware
 
 
 @pytest.fixture
@@ -57,9 +65,20 @@ def fastapi_app(provider: TracerProvider) -> FastAPI:
     return app
 
 
+def fastapi_native(provider: TracerProvider) -> FastAPI:
+    # An older FastAPI takes ``telemetry=`` as an extra keyword and traces nothing: the case would pass
+    # without testing anything.
+    pytest.importorskip(
+        "fastapi.telemetry",
+        reason="FastAPI < 0.142 has no native telemetry (fastapi.telemetry, FastAPI(telemetry=...))",
+    )
+    return fastapi_app(provider)
+
+
 def fastapi_with_starlette_otel(provider: TracerProvider) -> Any:
+    middleware = starlette_otel_middleware()
     app = fastapi_app(provider)
-    app.add_middleware(StarletteOtelMiddleware, tracer_provider=provider)
+    app.add_middleware(middleware, tracer_provider=provider)
     return app
 
 
@@ -79,13 +98,14 @@ def starlette_with_its_otel(provider: TracerProvider) -> Any:
     async def boom(request: Any) -> PlainTextResponse:
         raise KeyError("gone")
 
+    middleware = starlette_otel_middleware()
     app = Starlette(routes=[Route("/items/{item_id:int}", get_item), Route("/boom", boom)])
-    app.add_middleware(StarletteOtelMiddleware, tracer_provider=provider)
+    app.add_middleware(middleware, tracer_provider=provider)
     return app
 
 
 APPS: dict[str, Callable[[TracerProvider], Any]] = {
-    "fastapi-native": fastapi_app,
+    "fastapi-native": fastapi_native,
     "fastapi+starlette-otel": fastapi_with_starlette_otel,
     "fastapi+instrumentor": fastapi_instrumented,
     "starlette+its-otel": starlette_with_its_otel,
