@@ -303,7 +303,8 @@ class SocketSender(CountedWork):
 
     def _wait_seconds(self) -> float:
         wait = IDLE_POLL_SECONDS
-        if self._retries:
+        if self._retries and len(self._busy) < self.max_connections:
+            # a retry falling due with every connection busy waits for an answer, like a new envelope
             wait = max(0.0, min(wait, self._retries[0][0] - time.monotonic()))
         if not self._busy:
             return wait
