@@ -122,7 +122,7 @@ def prepare_event(event: Any, hint: Any) -> Any:
     if not options.send_default_pii:
         filter_user(event)
     if event.get("breadcrumbs"):
-        scrub_breadcrumbs(event, options.denylist)
+        scrub_breadcrumbs(event, options.denylist, send_default_pii=options.send_default_pii)
     if event.get("type") == "transaction":
         return event
     if hint and hint.get("log_record") is not None and _is_server_echo(hint["log_record"]):

@@ -166,9 +166,18 @@ _BREADCRUMB_QUERIES = QUERY_ATTRIBUTES | {"http.query"}
 _BREADCRUMB_FRAGMENTS = frozenset({"http.fragment", "url.fragment"})
 
 
-def scrub_breadcrumbs(event: dict[str, Any], denylist: Iterable[str]) -> None:
+# Servers' access logs (INFO, so sentry-sdk's logging integration keeps them as breadcrumbs) start each line
+# with the client's address: "127.0.0.1:48194 - "GET /items/3 HTTP/1.1" 200".
+ACCESS_LOG_CATEGORIES = frozenset(
+    {"uvicorn.access", "hypercorn.access", "granian.access", "gunicorn.access", "sanic.access"}
+)
+_LEADING_ADDRESS = re.compile(r"^(?=\S*[.:])\[?[0-9A-Fa-f.:]+\]?(?::\d+)?(?=\s|$)")
+
+
+def scrub_breadcrumbs(event: dict[str, Any], denylist: Iterable[str], send_default_pii: bool = False) -> None:
     """The URLs, queries and fragments that sentry-sdk's HTTP client integrations (httpx, ``http.client``,
-    aiohttp...) record in breadcrumbs, and URLs in breadcrumb messages, scrubbed like the request's own."""
+    aiohttp...) record in breadcrumbs, and URLs in breadcrumb messages, scrubbed like the request's own;
+    without ``send_default_pii``, the client's address that servers' access-log lines start with."""
     crumbs = event.get("breadcrumbs")
     if isinstance(crumbs, dict):
         crumbs = crumbs.get("values")
@@ -180,6 +189,8 @@ def scrub_breadcrumbs(event: dict[str, Any], denylist: Iterable[str]) -> None:
             continue
         message = crumb.get("message")
         if isinstance(message, str):
+            if not send_default_pii and crumb.get("category") in ACCESS_LOG_CATEGORIES:
+                message = _LEADING_ADDRESS.sub(FILTERED, message)
             crumb["message"] = scrub_urls_in_text(message, words)
         data = crumb.get("data")
         if not isinstance(data, dict):

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable
 
+import httpx
 import pytest
 import sentry_sdk
 from opentelemetry import trace
@@ -22,6 +23,7 @@ from otel_bridge.asgi import SentryAsgiMiddleware
 from otel_bridge.bootstrap import install_event_processor
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
+from tests.servers import ServerName, run_app
 
 Message = MutableMapping[str, Any]
 
@@ -283,3 +285,36 @@ def test_the_span_attributes_name_the_headers_the_way_the_tests_plant_them() -> 
     for name, value in CLIENT_ADDRESSES.items():
         assert attributes[attribute(name)] == (value,)
     provider.shutdown()
+
+
+ACCESS_LOGGING = {"uvicorn": ["--log-level", "info"], "hypercorn": ["--access-logfile", "-"]}
+
+
+@pytest.mark.parametrize("server", sorted(ACCESS_LOGGING))
+@pytest.mark.parametrize("send_default_pii", [False, True])
+def test_the_client_address_of_access_log_breadcrumbs_is_filtered(
+    receiver: EnvelopeReceiver, server: ServerName, send_default_pii: bool
+) -> None:
+    """Servers log each request at INFO starting with the client's address; sentry-sdk's logging integration
+    keeps such records as breadcrumbs of the request's later events (its transaction, at least)."""
+    env = {"SENTRY_DSN": receiver.dsn, "SENTRY_SEND_DEFAULT_PII": str(send_default_pii).lower()}
+    with run_app(
+        "tests.apps.shop_bridge:app", env=env, server=server, extra_args=ACCESS_LOGGING[server]
+    ) as app:
+        assert httpx.get(f"{app.url}/items/3").status_code == 200
+        assert httpx.get(f"{app.url}/checkout/4").status_code == 500
+        receiver.wait_for_transactions(2)
+        app.stop()
+    crumbs = [
+        crumb
+        for event in receiver.transactions() + receiver.events()
+        for crumb in (event.get("breadcrumbs") or {}).get("values", [])
+        if crumb.get("category") == f"{server}.access"
+    ]
+    assert crumbs, "the server's access log reached the events as breadcrumbs"
+    for crumb in crumbs:
+        if send_default_pii:
+            assert crumb["message"].startswith("127.0.0.1:")
+        else:
+            assert crumb["message"].startswith("[Filtered] - "), crumb["message"]
+            assert "127.0.0.1:" not in crumb["message"]
