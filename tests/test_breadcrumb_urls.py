@@ -22,6 +22,7 @@ from otel_bridge.bootstrap import install_event_processor
 from tests.apps import downstream
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
+from tests.test_middleware import call, http_scope
 
 Message = MutableMapping[str, Any]
 
@@ -44,35 +45,6 @@ def traced_with_httpx(receiver: EnvelopeReceiver) -> Iterator[tuple[TracerProvid
     provider.add_span_processor(processor)
     yield provider, processor
     provider.shutdown()
-
-
-def http_scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"shop.test")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
-async def call(app: Any, scope: dict[str, Any]) -> None:
-    inbox: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive() -> Message:
-        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        return None
-
-    await app(scope, receive, send)
 
 
 def shop_app(provider: TracerProvider, secrets: dict[str, str]) -> Any:

@@ -24,6 +24,8 @@ from otel_bridge.bootstrap import install_event_processor
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 from tests.servers import ServerName, run_app
+from tests.test_middleware import call
+from tests.test_middleware import http_scope as middleware_scope
 
 Message = MutableMapping[str, Any]
 
@@ -59,23 +61,10 @@ def attribute(name: str) -> str:
     return "http.request.header." + name.replace("-", "_")
 
 
-def http_scope() -> dict[str, Any]:
-    headers = [(b"host", b"shop.test"), (b"user-agent", b"tests")]
-    headers += [(name.encode(), value.encode()) for name, value in CLIENT_ADDRESSES.items()]
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/checkout",
-        "raw_path": b"/checkout",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
+def checkout_scope() -> dict[str, Any]:
+    scope = middleware_scope("/checkout")
+    scope["headers"] += [(name.encode(), value.encode()) for name, value in CLIENT_ADDRESSES.items()]
+    return scope
 
 
 def checkout_app(provider: TracerProvider, with_message: bool) -> Callable[..., Any]:
@@ -98,21 +87,9 @@ def checkout_app(provider: TracerProvider, with_message: bool) -> Callable[..., 
     return app
 
 
-async def call(app: Any, scope: dict[str, Any]) -> None:
-    inbox: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive() -> Message:
-        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        return None
-
-    await app(scope, receive, send)
-
-
 def serve_one_failing_request(app: Any) -> None:
     with pytest.raises(RuntimeError, match="card declined"):
-        asyncio.run(call(app, http_scope()))
+        asyncio.run(call(app, checkout_scope()))
 
 
 @pytest.fixture
