@@ -25,7 +25,7 @@ from otel_bridge.config import BridgeConfig, ConfigError, read_config
 from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
 from otel_bridge.propagation import SentryPropagator, default_propagator
-from otel_bridge.sending import flush_client
+from otel_bridge.sending import flush_client, pending_envelopes
 from otel_bridge.transport import ConcurrentHttpTransport
 
 logger = logging.getLogger("otel_bridge")
@@ -291,8 +291,7 @@ def flush_before_exit() -> None:
         return
     timeout = float(client.options.get("shutdown_timeout") or 2)
     if not flush(timeout=timeout):
-        pending = getattr(client.transport, "pending", None)
-        left = pending() if callable(pending) else None
+        left = pending_envelopes(client)
         logger.warning(
             "otel_bridge could not send %s to Sentry before shutting down (shutdown_timeout=%s s)",
             f"{left} envelope(s)" if left else "everything",

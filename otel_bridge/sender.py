@@ -170,7 +170,6 @@ class SocketSender(CountedWork):
         self._retries: list[tuple[float, int, _Exchange]] = []
         self._retry_order = 0
         self._queued_bytes = 0
-        self._sizes: dict[int, int] = {}
 
     def after_fork_in_child(self) -> None:
         # the inherited sockets and thread belong to the parent
@@ -205,9 +204,7 @@ class SocketSender(CountedWork):
                 return False
             self._jobs.append(job)
             self._unfinished += 1
-            if size:
-                self._queued_bytes += size
-                self._sizes[id(job)] = size
+            self._queued_bytes += size
             if self._thread is None or not self._thread.is_alive():
                 self._start_thread()
             elif self._sleeping and not self._busy:
@@ -331,7 +328,7 @@ class SocketSender(CountedWork):
             self._finished()
 
     def _start(self, envelope: Envelope) -> None:
-        size = self._sizes.pop(id(envelope), 0)
+        size = envelope_size(envelope)  # the encoded items are kept: no second encoding
         try:
             prepared = self._hooks._prepare_envelope(envelope)
             if prepared is None:
@@ -342,7 +339,7 @@ class SocketSender(CountedWork):
             request = request_bytes(self.endpoint, self._path, headers, body.getvalue())
         except Exception:
             _unexpected.warning("otel_bridge could not prepare an envelope for Sentry", exc_info=True)
-            self._lost(envelope, "internal_sdk_error", size)
+            self._lost(envelope, size, "internal_sdk_error", "internal_sdk_error")
             return
         self._send(_Exchange(prepared_envelope, request, time.monotonic() + self._timeout, size))
 
@@ -405,12 +402,7 @@ class SocketSender(CountedWork):
     def _failed(self, exchange: _Exchange, permanent: bool = False) -> None:
         if not permanent and self._retry_later(exchange):
             return
-        try:
-            self._hooks._handle_request_error(envelope=exchange.envelope, loss_reason="network")
-        except Exception:
-            _unexpected.warning("otel_bridge could not count a lost envelope", exc_info=True)
-        finally:
-            self._finished(exchange.size)
+        self._lost(exchange.envelope, exchange.size, "network", "network_error")
 
     def _retry_later(self, exchange: _Exchange) -> bool:
         """Sentry unreachable or failing for a moment: the envelope waits and is tried again (Sentry drops
@@ -421,13 +413,19 @@ class SocketSender(CountedWork):
         exchange.attempts += 1
         exchange.retried = False
         with self._lock:
-            self._retry_order += 1
-            heapq.heappush(self._retries, (time.monotonic() + delay, self._retry_order, exchange))
+            self._push_retry(exchange, time.monotonic() + delay)
         return True
 
-    def _lost(self, envelope: Envelope, reason: str, size: int) -> None:
+    def _push_retry(self, exchange: _Exchange, due: float) -> None:
+        """Under ``_lock``: ``exchange`` is sent again at ``due`` (ties in the order they came)."""
+        self._retry_order += 1
+        heapq.heappush(self._retries, (due, self._retry_order, exchange))
+
+    def _lost(self, envelope: Envelope, size: int, loss_reason: str, record_reason: str) -> None:
         try:
-            self._hooks._handle_request_error(envelope=envelope, loss_reason=reason, record_reason=reason)
+            self._hooks._handle_request_error(
+                envelope=envelope, loss_reason=loss_reason, record_reason=record_reason
+            )
         except Exception:
             _unexpected.warning("otel_bridge could not count a lost envelope", exc_info=True)
         finally:
@@ -476,8 +474,7 @@ class SocketSender(CountedWork):
         waiting = list(self._busy.values())
         self._busy = {}
         for exchange in waiting:
-            self._retry_order += 1
-            heapq.heappush(self._retries, (time.monotonic(), self._retry_order, exchange))
+            self._push_retry(exchange, time.monotonic())
         if self._selector is not None:
             with contextlib.suppress(Exception):
                 self._selector.close()

@@ -104,13 +104,18 @@ def _scopes_of(isolation: Optional[Scope], current: Optional[Scope]) -> Iterator
             yield
 
 
+def pending_envelopes(client: Any) -> Optional[int]:
+    """Envelopes the client's transport still holds (queued, in flight or waiting to be tried again);
+    ``None`` for a transport that cannot tell (only ``ConcurrentHttpTransport`` can)."""
+    pending = getattr(client.transport, "pending", None)
+    return pending() if callable(pending) else None
+
+
 def flush_client(timeout: float) -> bool:
-    """sentry-sdk's ``Client.flush``, and whether it really emptied the transport: ``True`` when nothing is
-    left queued, in flight or waiting to be tried again (only ``ConcurrentHttpTransport`` can tell; any
-    other transport is taken at its word)."""
+    """sentry-sdk's ``Client.flush``, and whether it really emptied the transport; a transport that cannot
+    tell is taken at its word."""
     client = sentry_sdk.get_client()
     if not client.is_active():
         return True
     client.flush(timeout=timeout)
-    pending = getattr(client.transport, "pending", None)
-    return not callable(pending) or pending() == 0
+    return not pending_envelopes(client)
