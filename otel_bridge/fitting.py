@@ -338,6 +338,15 @@ class _Fitting:
         node.clear()
         node.update(kept)
 
+    def delete_entries(self, entries: List[Any], path: Path, count: int, from_front: bool) -> None:
+        """``count`` entries off the front or the end of the list at ``path``, with their notes."""
+        if from_front:
+            del entries[:count]
+            self.forget_entries(path, range(count), shift=count)
+        else:
+            del entries[len(entries) - count :]
+            self.forget_entries(path, range(len(entries), len(entries) + count))
+
     def forget_keys(self, path: Path, keys: List[str]) -> None:
         node = self.meta_at(path, create=False)
         if node:
@@ -429,12 +438,7 @@ class _Fitting:
                 if note is not None:
                     freed += encoded_size(note) + len(str(index)) + 4
                 count += 1
-            if from_front:
-                del entries[:count]
-                self.forget_entries(path, range(count), shift=count)
-            else:
-                del entries[len(entries) - count :]
-                self.forget_entries(path, range(len(entries), len(entries) + count))
+            self.delete_entries(entries, path, count, from_front)
             self.note_length(note_at, original)
             self.measure()
         return original - len(entries)
@@ -594,12 +598,7 @@ class _Fitting:
                 count += 1
             if not count:
                 return False
-            if oldest_first:
-                del node[:count]
-                self.forget_entries(path, range(count), shift=count)
-            else:
-                del node[len(node) - count :]
-                self.forget_entries(path, range(len(node), len(node) + count))
+            self.delete_entries(node, path, count, oldest_first)
         if path:
             self.note_length(path, original)
         self.entries_removed += count
