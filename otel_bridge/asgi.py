@@ -23,6 +23,7 @@ from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_exclud
 
 from otel_bridge import frameworks
 from otel_bridge.bootstrap import flush_before_exit
+from otel_bridge.compat import custom_name_of
 from otel_bridge.drops import RateLimitedLogger
 from otel_bridge.errors import capture_unhandled
 from otel_bridge.naming import SOURCE_CUSTOM, SOURCE_URL, name_from_asgi
@@ -260,7 +261,9 @@ def _describe_request(event: dict[str, Any], hint: Any, request: RequestContext)
     event["request"] = {**(event.get("request") or {}), **described}
     named_by_user = (event.get("transaction_info") or {}).get("source") == SOURCE_CUSTOM
     if event.get("type") != "transaction" and not (event.get("transaction") and named_by_user):
-        named = name_from_asgi(asgi_scope, request.transaction_style, request.current_route())
+        named = custom_name_of(sentry_sdk.get_current_scope(), sentry_sdk.get_isolation_scope())
+        if named is None:
+            named = name_from_asgi(asgi_scope, request.transaction_style, request.current_route())
         if named is None:
             named = (f"{asgi_scope.get('root_path', '')}{asgi_scope.get('path', '')}", SOURCE_URL)
         event["transaction"], source = named

@@ -20,8 +20,8 @@ from sentry_sdk.consts import ClientConstructor
 from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import Dsn
 
-from otel_bridge import sampling, serialization
-from otel_bridge.config import BridgeConfig, ConfigError, read_config
+from otel_bridge import compat, sampling, sentry_options, serialization
+from otel_bridge.config import BridgeConfig, ConfigError, parse_rate, read_config
 from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
 from otel_bridge.propagation import SentryPropagator, default_propagator
@@ -168,6 +168,7 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     client = sentry_sdk.get_client()
     if client.is_active():
         client.options["instrumenter"] = "otel"
+        sentry_options.warn_about(client.options)
         if config.sentry_options:
             logger.warning(
                 "otel_bridge adopted the sentry-sdk client already initialised; these options were not "
@@ -176,6 +177,7 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
             )
         return
     _check_sentry_options(config.sentry_options)
+    sentry_options.warn_about(config.sentry_options)
     options: dict[str, Any] = {**_resource_defaults(resource), **config.sentry_options}
     options["disabled_integrations"] = [
         *(options.get("disabled_integrations") or ()),
@@ -257,8 +259,9 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
         start_sentry(config, provider.resource.attributes if provider is not None else {})
         install_event_processor()
         install_propagators(env)
+        compat.verify()
 
-        sampling.configure(config.traces_sample_rate)
+        sampling.configure(_sentry_sample_rate(config))
         processor = SentrySpanProcessor(
             max_spans_per_trace=config.max_spans_per_trace,
             max_open_traces=config.max_open_traces,
@@ -271,6 +274,17 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
         atexit.register(flush_before_exit)
         logger.debug("otel_bridge on (TracerProvider %s)", "created" if created else "adopted")
         return processor
+
+
+def _sentry_sample_rate(config: BridgeConfig) -> float:
+    """The bridge's rate when given; else the ``traces_sample_rate`` of a client the user initialised
+    with ``sentry_sdk.init``; else 1.0 (the OTel sampler alone decides)."""
+    if config.traces_sample_rate_given:
+        return config.traces_sample_rate
+    adopted = sentry_sdk.get_client().options.get("traces_sample_rate")
+    if adopted is None:
+        return config.traces_sample_rate
+    return parse_rate("traces_sample_rate", adopted)
 
 
 def flush(timeout: float = 2.0) -> bool:

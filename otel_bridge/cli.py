@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 import otel_bridge
+from otel_bridge import sentry_options
 from otel_bridge.config import RATIO_SAMPLERS, ConfigError, read_config, validate_otel_environment
 from otel_bridge.devserver import DevServer, ReceivedItem
 
@@ -520,6 +521,12 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--send-test-event", action="store_true", help="also send a test message to the DSN's project"
     )
+    commands.add_parser(
+        "options",
+        help="print what each sentry_sdk.init option does here (the README's table)",
+        description="Print, as a Markdown table, each sentry_sdk.init option and whether it acts through "
+        "sentry-sdk, through the bridge, differs, or has no effect here.",
+    )
     return parser
 
 
@@ -538,6 +545,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return receive(args.port)
     if args.command == "doctor":
         return doctor(args.send_test_event)
+    if args.command == "options":
+        print(sentry_options.markdown_table())
+        return 0
     parser.print_help()
     return 2
 

@@ -33,6 +33,7 @@ class BridgeConfig:
     environment: Optional[str] = None
     release: Optional[str] = None
     traces_sample_rate: float = 1.0
+    traces_sample_rate_given: bool = False
     max_spans_per_trace: int = 1000
     max_open_traces: int = 10_000
     max_queued_traces: int = 1000
@@ -126,6 +127,9 @@ def read_config(options: Mapping[str, Any], env: Optional[Mapping[str, str]] = N
         elif env.get(variable, "").strip():
             bridge_values[option] = parse(variable, env[variable])
 
+    if "traces_sample_rate" not in bridge_values and remaining.get("enable_tracing") is False:
+        bridge_values["traces_sample_rate"] = 0.0
+
     if "root_timeout_seconds" in remaining:
         timeout = remaining.pop("root_timeout_seconds")
         if not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -134,6 +138,7 @@ def read_config(options: Mapping[str, Any], env: Optional[Mapping[str, str]] = N
             )
         bridge_values["root_timeout_seconds"] = float(timeout)
 
+    bridge_values["traces_sample_rate_given"] = "traces_sample_rate" in bridge_values
     return BridgeConfig(
         dsn=dsn,
         disabled=disabled,

@@ -93,6 +93,7 @@ class FinishedTrace:
     sampled: bool = True
     incoming_dsc: Optional[dict[str, str]] = None
     extra_contexts: dict[str, Any] = field(default_factory=dict)
+    custom_name: Optional[tuple[str, str]] = None
 
 
 def http_status_to_sentry(code: int) -> str:
@@ -196,6 +197,9 @@ def _span_json(span: ReadableSpan, options: ConvertOptions) -> dict[str, Any]:
 
 
 def transaction_name(trace: FinishedTrace) -> tuple[str, str]:
+    """A name the app set on its scope, else the framework's route or endpoint, else from the span."""
+    if trace.custom_name is not None:
+        return trace.custom_name
     style = trace.transaction_style or "endpoint"
     if trace.asgi_scope is not None:
         from_framework = name_from_asgi(trace.asgi_scope, style, trace.route)

@@ -12,7 +12,9 @@ from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 from sentry_sdk.utils import Dsn
 
+from otel_bridge.compat import custom_name_of
 from otel_bridge.convert import ConvertOptions, FinishedTrace, to_events
+from otel_bridge.event_filters import has_ignored_status, is_ignored_error
 from otel_bridge.request_context import ExceptionKey, Reported, recent_reports
 from otel_bridge.sampling import decide, frozen_contexts
 
@@ -71,15 +73,22 @@ def send_trace(
         sampled=decision.sampled,
         sample_rand=decision.sample_rand,
         sample_rate=decision.sample_rate,
+        custom_name=custom_name_of(current, isolation),
     )
+    dropped_by = None if decision.sampled else "sample_rate"
+    if dropped_by is None and has_ignored_status(
+        trace.root.attributes or {}, client.options.get("trace_ignore_status_codes") or ()
+    ):
+        dropped_by = "event_processor"
     events = to_events(
-        trace, options, Reported(already_reported, recent_reports), with_transaction=decision.sampled
+        trace, options, Reported(already_reported, recent_reports), with_transaction=dropped_by is None
     )
-    if not decision.sampled and client.transport is not None:
-        client.transport.record_lost_event("sample_rate", data_category="transaction")
-        client.transport.record_lost_event(
-            "sample_rate", data_category="span", quantity=len(trace.children) + 1
-        )
+    ignored = client.options.get("ignore_errors") or ()
+    if ignored:
+        events = [event for event in events if not is_ignored_error(event, ignored)]
+    if dropped_by is not None and client.transport is not None:
+        client.transport.record_lost_event(dropped_by, data_category="transaction")
+        client.transport.record_lost_event(dropped_by, data_category="span", quantity=len(trace.children) + 1)
     with _scopes_of(isolation, current):
         for event in events:
             sentry_sdk.capture_event(cast("Event", event))

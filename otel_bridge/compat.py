@@ -1,0 +1,80 @@
+"""Reaches into sentry-sdk's private state that no public API offers, each checked before it is trusted.
+
+Every reach names the sentry-sdk versions it was verified against. ``verify()`` runs at ``init()``: it
+probes each assumption on a throw-away object and, where one no longer holds, the reach answers as if the
+state were absent (the public behaviour) and one warning names it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from sentry_sdk.scope import Scope
+
+logger = logging.getLogger("otel_bridge")
+
+_broken: set[str] = set()
+
+
+def _scope_name_readable() -> bool:
+    probe = Scope()
+    probe.set_transaction_name("otel_bridge.probe", source="custom")
+    return (
+        getattr(probe, "_transaction", None) == "otel_bridge.probe"
+        and getattr(probe, "_transaction_info", {}).get("source") == "custom"
+    )
+
+
+def scope_transaction_name(scope: Optional[Scope]) -> Optional[tuple[str, Optional[str]]]:
+    """The name and source ``scope.set_transaction_name()`` gave the scope, if any.
+
+    sentry-sdk keeps them in ``Scope._transaction`` / ``Scope._transaction_info`` and has no getter
+    (verified on 2.57 and 2.75).
+    """
+    if scope is None or "scope_transaction_name" in _broken:
+        return None
+    name = getattr(scope, "_transaction", None)
+    if not isinstance(name, str) or not name:
+        return None
+    info = getattr(scope, "_transaction_info", None)
+    source = info.get("source") if isinstance(info, dict) else None
+    return name, str(getattr(source, "value", source)) if source else None
+
+
+_PROBES = {"scope_transaction_name": _scope_name_readable}
+_CONSEQUENCES = {
+    "scope_transaction_name": "a name set with scope.set_transaction_name() will not rename transactions",
+}
+
+
+def verify() -> list[str]:
+    """Probe every reach; the names of those that failed (each said once in a warning)."""
+    failed: list[str] = []
+    for name, probe in _PROBES.items():
+        try:
+            holds = probe()
+        except Exception:
+            holds = False
+        if holds:
+            _broken.discard(name)
+            continue
+        failed.append(name)
+        if name not in _broken:
+            logger.warning(
+                "otel_bridge: this sentry-sdk no longer has what %s relies on; %s",
+                name,
+                _CONSEQUENCES[name],
+            )
+        _broken.add(name)
+    return failed
+
+
+def custom_name_of(*scopes: Any) -> Optional[tuple[str, str]]:
+    """The name set on the first of ``scopes`` that has one, with its source (``custom`` when none was
+    given), as sentry-sdk names a transaction after ``set_transaction_name()``."""
+    for scope in scopes:
+        named = scope_transaction_name(scope)
+        if named is not None:
+            return named[0], named[1] or "custom"
+    return None

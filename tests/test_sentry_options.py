@@ -1,0 +1,203 @@
+"""Every ``sentry_sdk.init`` option acts on what the bridge sends, or ``init()`` says it has no effect."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentry_sdk
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Status, StatusCode
+from sentry_sdk.consts import ClientConstructor
+
+from otel_bridge import SentrySpanProcessor, sentry_options
+from otel_bridge.asgi import SentryAsgiMiddleware
+from tests.receiver import EnvelopeReceiver
+from tests.relay import assert_relay_valid
+from tests.test_init import run_python
+from tests.test_middleware import call, http_scope
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_every_option_of_the_installed_sentry_sdk_is_accounted_for() -> None:
+    parameters = set(inspect.signature(ClientConstructor.__init__).parameters) - {"self"}
+    assert parameters - set(sentry_options.OPTIONS) == set(), "add them to sentry_options.OPTIONS"
+
+
+def test_the_readme_shows_the_option_table_as_the_code_has_it() -> None:
+    assert sentry_options.markdown_table() in README.read_text(encoding="utf-8"), (
+        "regenerate with: otel-bridge options"
+    )
+
+
+def test_options_with_no_effect_are_named_once_at_init(receiver: EnvelopeReceiver) -> None:
+    result = run_python(
+        f"""
+        import otel_bridge
+        otel_bridge.init(
+            dsn="{receiver.dsn}",
+            max_request_body_size="always",
+            functions_to_trace=[{{"qualified_name": "os.getcwd"}}],
+            profile_lifecycle="trace",
+            max_breadcrumbs=10,
+            trace_propagation_targets=[".*"],
+        )
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "have no effect here" in line]
+    assert len(warnings) == 1, result.stderr
+    for named in ("max_request_body_size", "functions_to_trace", "profile_lifecycle"):
+        assert named in warnings[0]
+    # options that act, or were left at sentry-sdk's default, are not named
+    assert "max_breadcrumbs" not in warnings[0]
+    assert "trace_propagation_targets" not in warnings[0]
+
+
+def test_an_adopted_client_with_inert_options_is_named_too(receiver: EnvelopeReceiver) -> None:
+    result = run_python(
+        f"""
+        import sentry_sdk, otel_bridge
+        sentry_sdk.init(dsn="{receiver.dsn}", enable_backpressure_handling=False)
+        otel_bridge.init()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "have no effect here: enable_backpressure_handling" in result.stderr
+
+
+def test_an_adopted_clients_traces_sample_rate_thins_what_goes_to_sentry(receiver: EnvelopeReceiver) -> None:
+    result = run_python(
+        f"""
+        import sentry_sdk, otel_bridge
+        from opentelemetry import trace
+        sentry_sdk.init(dsn="{receiver.dsn}", traces_sample_rate=0.0)
+        otel_bridge.init()
+        with trace.get_tracer("t").start_as_current_span("job"):
+            sentry_sdk.capture_message("still sent")
+        otel_bridge.flush(5)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    [message] = receiver.wait_for_events(1)
+    assert message["message"] == "still sent"
+    assert receiver.transactions() == []
+
+
+def test_enable_tracing_false_sends_no_transactions(receiver: EnvelopeReceiver) -> None:
+    result = run_python(
+        f"""
+        import otel_bridge
+        from opentelemetry import trace
+        otel_bridge.init(dsn="{receiver.dsn}", enable_tracing=False)
+        with trace.get_tracer("t").start_as_current_span("job"):
+            pass
+        print("FLUSHED", otel_bridge.flush(5))
+        """
+    )
+    assert "FLUSHED True" in result.stdout, result.stderr
+    assert receiver.transactions() == []
+
+
+@pytest.fixture
+def init_with(receiver: EnvelopeReceiver) -> Iterator[Any]:
+    providers: list[TracerProvider] = []
+
+    def start(**options: Any) -> tuple[TracerProvider, SentrySpanProcessor]:
+        sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel", **options)
+        provider = TracerProvider()
+        processor = SentrySpanProcessor()
+        provider.add_span_processor(processor)
+        providers.append(provider)
+        return provider, processor
+
+    yield start
+    for provider in providers:
+        provider.shutdown()
+
+
+async def named_by_the_view(scope: Any, receive: Any, send: Any) -> None:
+    sentry_sdk.get_current_scope().set_transaction_name("checkout flow", source="custom")
+    sentry_sdk.capture_message("inside the view")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_a_name_set_on_the_request_scope_names_the_transaction_and_its_events(
+    init_with: Any, receiver: EnvelopeReceiver
+) -> None:
+    provider, processor = init_with()
+    asyncio.run(call(SentryAsgiMiddleware(named_by_the_view, tracer_provider=provider), http_scope("/pay/7")))
+    processor.force_flush(5000)
+    [transaction] = receiver.wait_for_transactions(1)
+    [message] = receiver.wait_for_events(1)
+    for event in (transaction, message):
+        assert_relay_valid(event)
+        assert event["transaction"] == "checkout flow"
+        assert event["transaction_info"] == {"source": "custom"}
+    header = receiver.envelope_of(transaction["event_id"])
+    assert header is not None
+    assert header.headers["trace"]["transaction"] == "checkout flow"
+
+
+def test_without_a_name_set_the_path_names_the_transaction(
+    init_with: Any, receiver: EnvelopeReceiver
+) -> None:
+    async def plain(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    provider, processor = init_with()
+    asyncio.run(call(SentryAsgiMiddleware(plain, tracer_provider=provider), http_scope("/pay/7")))
+    processor.force_flush(5000)
+    [transaction] = receiver.wait_for_transactions(1)
+    assert transaction["transaction"] == "/pay/7"
+    assert transaction["transaction_info"] == {"source": "url"}
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "ignored", [[PaymentDeclined], ["PaymentDeclined"], [f"{__name__}.PaymentDeclined"]], ids=str
+)
+def test_ignore_errors_applies_to_exceptions_known_only_from_span_events(
+    init_with: Any, receiver: EnvelopeReceiver, ignored: list[Any]
+) -> None:
+    provider, processor = init_with(ignore_errors=ignored)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("charge") as span:
+        span.record_exception(PaymentDeclined("card expired"))
+        span.record_exception(KeyError("kept"))
+        span.set_status(Status(StatusCode.ERROR))
+    processor.force_flush(5000)
+    [transaction] = receiver.wait_for_transactions(1)
+    assert transaction["transaction"] == "charge"
+    receiver.wait_for_events(1)
+    assert [event["exception"]["values"][-1]["type"] for event in receiver.events()] == ["KeyError"]
+
+
+async def not_found(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b"no"})
+
+
+def test_trace_ignore_status_codes_drops_those_transactions_and_counts_them(
+    init_with: Any, receiver: EnvelopeReceiver
+) -> None:
+    provider, processor = init_with(trace_ignore_status_codes={404})
+    app = SentryAsgiMiddleware(not_found, tracer_provider=provider)
+    asyncio.run(call(app, http_scope("/missing")))
+    asyncio.run(call(SentryAsgiMiddleware(named_by_the_view, tracer_provider=provider), http_scope("/pay")))
+    processor.force_flush(5000)
+    [transaction] = receiver.wait_for_transactions(1)
+    assert transaction["transaction"] == "checkout flow"
+    sentry_sdk.get_client().close(timeout=5)
+    discarded = [entry for report in receiver.client_reports() for entry in report["discarded_events"]]
+    assert {"reason": "event_processor", "category": "transaction", "quantity": 1} in discarded
