@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from sentry_sdk.consts import ClientConstructor
 from sentry_sdk.scope import add_global_event_processor
-from sentry_sdk.utils import Dsn
+from sentry_sdk.utils import Dsn, env_to_bool
 
 from otel_bridge import compat, sampling, sentry_options, serialization
 from otel_bridge.config import BridgeConfig, ConfigError, parse_rate, read_config
@@ -225,6 +225,16 @@ def install_event_processor() -> None:
         _event_processor_added = True
 
 
+def spotlight_requested(options: Mapping[str, Any], env: Mapping[str, str]) -> bool:
+    """Whether sentry-sdk will send to Spotlight: ``spotlight=True`` or a URL, else ``SENTRY_SPOTLIGHT``
+    true or a URL, unless ``spotlight=False``. Spotlight works without a DSN, as in sentry-sdk."""
+    chosen = options.get("spotlight")
+    if chosen is not None:
+        return chosen is True or (isinstance(chosen, str) and bool(chosen.strip()))
+    raw = env.get("SENTRY_SPOTLIGHT", "").strip()
+    return bool(raw) and env_to_bool(raw, strict=True) is not False
+
+
 def active_processor() -> Optional[SentrySpanProcessor]:
     return _processor
 
@@ -244,8 +254,12 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
         if config.disabled:
             logger.warning("otel_bridge is off: OTEL_SDK_DISABLED=true")
             return None
-        if not config.dsn and not sentry_sdk.get_client().is_active():
-            logger.warning("otel_bridge is off: no Sentry DSN (set SENTRY_DSN or pass dsn=...)")
+        spotlight_only = not config.dsn and spotlight_requested(config.sentry_options, env)
+        if not config.dsn and not spotlight_only and not sentry_sdk.get_client().is_active():
+            logger.warning(
+                "otel_bridge is off: no Sentry DSN (set SENTRY_DSN or pass dsn=..., or spotlight=True / "
+                "SENTRY_SPOTLIGHT for Sentry's local Spotlight UI)"
+            )
             return None
         if config.dsn:
             try:

@@ -122,7 +122,10 @@ OPTIONS: dict[str, Effect] = {
     "before_send_log": Effect(SDK, "As in sentry-sdk."),
     "enable_metrics": Effect(SDK, "As in sentry-sdk."),
     "before_send_metric": Effect(SDK, "As in sentry-sdk."),
-    "spotlight": Effect(SDK, "Everything the client sends also goes to Spotlight (a DSN is still needed)."),
+    "spotlight": Effect(
+        SDK,
+        "Everything the client sends also goes to Spotlight; also `SENTRY_SPOTLIGHT`, with no DSN needed.",
+    ),
     "_experiments": Effect(SDK, "Passed to sentry-sdk; the bridge reads none."),
     "max_request_body_size": Effect(NONE, "Request bodies are never read or sent."),
     "propagate_traces": Effect(NONE, "OTel's propagators decide what outgoing requests carry."),

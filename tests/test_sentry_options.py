@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import inspect
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from sentry_sdk.consts import ClientConstructor
 
 from otel_bridge import SentrySpanProcessor, sentry_options
 from otel_bridge.asgi import SentryAsgiMiddleware
-from tests.receiver import EnvelopeReceiver
+from tests.receiver import EnvelopeReceiver, parse_envelope
 from tests.relay import assert_relay_valid
 from tests.test_init import run_python
 from tests.test_middleware import call, http_scope
@@ -201,3 +204,66 @@ def test_trace_ignore_status_codes_drops_those_transactions_and_counts_them(
     sentry_sdk.get_client().close(timeout=5)
     discarded = [entry for report in receiver.client_reports() for entry in report["discarded_events"]]
     assert {"reason": "event_processor", "category": "transaction", "quantity": 1} in discarded
+
+
+class _SpotlightSidecar(http.server.ThreadingHTTPServer):
+    """Spotlight's sidecar as sentry-sdk talks to it: envelopes POSTed to one URL."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.bodies.append(self.rfile.read(length))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/stream"
+
+    def item_types(self) -> list[str]:
+        return [item.type or "" for body in self.bodies for item in parse_envelope(body).items]
+
+
+@pytest.mark.parametrize("how", ["option", "SENTRY_SPOTLIGHT"])
+def test_spotlight_turns_the_bridge_on_without_a_dsn(how: str) -> None:
+    sidecar = _SpotlightSidecar()
+    try:
+        argument = f"spotlight={sidecar.url!r}" if how == "option" else ""
+        result = run_python(
+            f"""
+            import sentry_sdk, otel_bridge
+            from opentelemetry import trace
+            print("ON", otel_bridge.init({argument}) is not None)
+            with trace.get_tracer("t").start_as_current_span("job"):
+                sentry_sdk.capture_message("to spotlight")
+            otel_bridge.flush(5)
+            """,
+            {"SENTRY_SPOTLIGHT": sidecar.url} if how == "SENTRY_SPOTLIGHT" else None,
+        )
+        assert "ON True" in result.stdout, result.stderr
+        assert "no Sentry DSN" not in result.stderr
+        deadline = time.monotonic() + 10
+        while sorted(sidecar.item_types()) != ["event", "transaction"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(sidecar.item_types()) == ["event", "transaction"]
+    finally:
+        sidecar.shutdown()
+
+
+def test_spotlight_false_keeps_the_bridge_off_without_a_dsn() -> None:
+    result = run_python(
+        "import otel_bridge; print(otel_bridge.init(spotlight=False))", {"SENTRY_SPOTLIGHT": "1"}
+    )
+    assert result.stdout.strip() == "None"
+    assert "otel_bridge is off: no Sentry DSN" in result.stderr
