@@ -28,6 +28,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Optional
 from urllib.parse import quote, unquote
 
+import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, create_key, get_current, get_value, set_value
@@ -200,6 +201,24 @@ def _merge_baggage(existing: str, ours: list[str]) -> str:
     return ",".join(kept)
 
 
+def continues_sentry_sampling(dsc: Mapping[str, str]) -> bool:
+    """sentry-sdk's rule for continuing a Sentry caller's trace: not when the caller's ``org_id`` differs
+    from this client's (the DSN's, or the ``org_id`` option), nor, with ``strict_trace_continuation``, when
+    only one side has one.
+
+    Where sentry-sdk starts a new trace, the OTel trace is kept for every backend; only the caller's Sentry
+    sampling (its dynamic sampling context and sampled flag) is not adopted: this service decides.
+    """
+    client = sentry_sdk.get_client()
+    parsed_dsn = getattr(client, "parsed_dsn", None)
+    ours = getattr(parsed_dsn, "org_id", None)
+    theirs = dsc.get("org_id")
+    if ours and theirs and ours != theirs:
+        return False
+    options = getattr(client, "options", None) or {}
+    return not (options.get("strict_trace_continuation") and bool(ours) != bool(theirs))
+
+
 class SentryPropagator(TextMapPropagator):
     """Reads and writes Sentry's ``sentry-trace`` and the ``sentry-*`` members of ``baggage``."""
 
@@ -218,7 +237,7 @@ class SentryPropagator(TextMapPropagator):
             if w3c is None:
                 return context
             dsc = _incoming_dsc(getter.get(carrier, BAGGAGE_HEADER), w3c.trace_id)
-            if not dsc or "trace_id" not in dsc:
+            if not dsc or "trace_id" not in dsc or not continues_sentry_sampling(dsc):
                 return context
             return _with_dsc(context, w3c.trace_id, dsc)
 
@@ -226,16 +245,17 @@ class SentryPropagator(TextMapPropagator):
         if w3c is not None and w3c.trace_id != trace_id:
             return context
         dsc = _incoming_dsc(getter.get(carrier, BAGGAGE_HEADER), trace_id) or {}
+        adopted = continues_sentry_sampling(dsc)
         if w3c is not None:
-            return _with_dsc(context, trace_id, dsc)
+            return _with_dsc(context, trace_id, dsc) if adopted else context
         span_context = SpanContext(
             trace_id=trace_id,
             span_id=span_id,
             is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+            trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled or not adopted else TraceFlags.DEFAULT),
         )
         context = trace.set_span_in_context(NonRecordingSpan(span_context), context)
-        return _with_dsc(context, trace_id, dsc)
+        return _with_dsc(context, trace_id, dsc) if adopted else context
 
     def inject(
         self,

@@ -80,7 +80,11 @@ OPTIONS: dict[str, Effect] = {
     "trace_ignore_status_codes": Effect(
         BRIDGE, "Transactions whose HTTP status code matches are not sent (errors still are)."
     ),
-    "org_id": Effect(BRIDGE, "In the dynamic sampling context, over the DSN's."),
+    "org_id": Effect(
+        BRIDGE,
+        "Over the DSN's: in the dynamic sampling context, and a caller of another org's Sentry "
+        "sampling is not adopted.",
+    ),
     "instrumenter": Effect(
         DIFFERS,
         'Always `"otel"`: OpenTelemetry spans are the source; sentry-sdk\'s own spans are off.',
@@ -132,7 +136,11 @@ OPTIONS: dict[str, Effect] = {
     "trace_propagation_targets": Effect(
         NONE, "OTel instrumentations inject headers into every outgoing request they trace."
     ),
-    "strict_trace_continuation": Effect(NONE, "OTel's propagators continue every incoming trace."),
+    "strict_trace_continuation": Effect(
+        DIFFERS,
+        "Where sentry-sdk would start a new trace, the OTel trace goes on for every backend; only the "
+        "caller's Sentry sampling is not adopted.",
+    ),
     "functions_to_trace": Effect(NONE, "It makes sentry-sdk spans; use OTel spans."),
     "enable_backpressure_handling": Effect(
         NONE, "The bridge bounds its queues and counts every drop instead of downsampling."
