@@ -122,9 +122,9 @@ OPTIONS: dict[str, Effect] = {
     "disabled_integrations": Effect(
         SDK, "The bridge adds sentry-sdk's integrations for the frameworks its middleware serves."
     ),
-    "enable_logs": Effect(SDK, "Logs are sent by sentry-sdk."),
+    "enable_logs": Effect(SDK, "Logs are sent by sentry-sdk, linked to the current OTel span's trace."),
     "before_send_log": Effect(SDK, "As in sentry-sdk."),
-    "enable_metrics": Effect(SDK, "As in sentry-sdk."),
+    "enable_metrics": Effect(SDK, "Metrics are sent by sentry-sdk, linked to the current OTel span's trace."),
     "before_send_metric": Effect(SDK, "As in sentry-sdk."),
     "spotlight": Effect(
         SDK,
