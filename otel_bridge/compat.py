@@ -71,10 +71,11 @@ def verify() -> list[str]:
 
 
 def custom_name_of(*scopes: Any) -> Optional[tuple[str, str]]:
-    """The name set on the first of ``scopes`` that has one, with its source (``custom`` when none was
-    given), as sentry-sdk names a transaction after ``set_transaction_name()``."""
+    """The name the app set with ``set_transaction_name(name)`` or ``(name, source="custom")`` on the first
+    of ``scopes`` that has one. Names sentry-sdk's own framework integrations set (with source ``route``,
+    ``component`` or ``url``) are left to the bridge's own naming, which follows the same rules."""
     for scope in scopes:
         named = scope_transaction_name(scope)
-        if named is not None:
-            return named[0], named[1] or "custom"
+        if named is not None and named[1] in (None, "custom"):
+            return named[0], "custom"
     return None
