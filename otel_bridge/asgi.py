@@ -29,6 +29,7 @@ from otel_bridge.errors import capture_unhandled
 from otel_bridge.naming import SOURCE_CUSTOM, SOURCE_URL, name_from_asgi
 from otel_bridge.request_context import RequestContext, current_request, exception_key
 from otel_bridge.request_data import request_from_asgi
+from otel_bridge.request_sessions import track_request_session
 from otel_bridge.sending import convert_options
 
 Scope = MutableMapping[str, Any]
@@ -75,11 +76,14 @@ class SentryAsgiMiddleware:
         http_capture_headers_server_request: Optional[list[str]] = None,
         http_capture_headers_server_response: Optional[list[str]] = None,
         http_capture_headers_sanitize_fields: Optional[list[str]] = None,
+        default_span_details: Optional[Callable[[Scope], tuple[str, dict[str, Any]]]] = None,
+        client_request_hook: Optional[Callable[[Span, Scope, Message], None]] = None,
+        client_response_hook: Optional[Callable[[Span, Scope, Message], None]] = None,
     ) -> None:
         if transaction_style not in TRANSACTION_STYLES:
+            # sentry-sdk's wording, word for word: code moving from its middleware may match on it
             raise ValueError(
-                f"transaction_style={transaction_style!r} is not valid: accepted values are "
-                f"{', '.join(TRANSACTION_STYLES)}"
+                f"Invalid value for transaction_style: {transaction_style} (must be in {TRANSACTION_STYLES})"
             )
         self.app = app
         self.transaction_style = transaction_style
@@ -99,6 +103,9 @@ class SentryAsgiMiddleware:
             http_capture_headers_server_request=http_capture_headers_server_request,
             http_capture_headers_server_response=http_capture_headers_server_response,
             http_capture_headers_sanitize_fields=http_capture_headers_sanitize_fields,
+            default_span_details=default_span_details,
+            client_request_hook=client_request_hook,
+            client_response_hook=client_response_hook,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -123,7 +130,7 @@ class SentryAsgiMiddleware:
         sentry_token = _sentry_asgi_applied.set(True)
         _InFlight.count += 1
         try:
-            with sentry_sdk.isolation_scope() as sentry_scope:
+            with sentry_sdk.isolation_scope() as sentry_scope, track_request_session(sentry_scope):
                 sentry_scope.clear_breadcrumbs()
                 sentry_scope.add_event_processor(partial(_describe_request, request=request))  # type: ignore[arg-type]
                 try:
@@ -255,9 +262,7 @@ def _describe_request(event: dict[str, Any], hint: Any, request: RequestContext)
     client = sentry_sdk.get_client()
     options = convert_options(client)
     asgi_scope = request.asgi_scope
-    described = request_from_asgi(
-        asgi_scope, send_default_pii=options.send_default_pii, denylist=options.denylist
-    )
+    described = request_from_asgi(asgi_scope, options.collection)
     event["request"] = {**(event.get("request") or {}), **described}
     named_by_user = (event.get("transaction_info") or {}).get("source") == SOURCE_CUSTOM
     if event.get("type") != "transaction" and not (event.get("transaction") and named_by_user):

@@ -17,14 +17,14 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from sentry_sdk.consts import ClientConstructor
-from sentry_sdk.scope import add_global_event_processor
+from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
 from sentry_sdk.utils import Dsn, env_to_bool
 
-from otel_bridge import compat, sampling, sentry_options, serialization
+from otel_bridge import client_hooks, compat, sampling, sentry_options, serialization
 from otel_bridge.config import BridgeConfig, ConfigError, parse_rate, read_config
 from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
-from otel_bridge.propagation import SentryPropagator, default_propagator
+from otel_bridge.propagation import SentryPropagator, current_otel_ids, default_propagator
 from otel_bridge.sending import flush_client, pending_envelopes
 from otel_bridge.transport import ConcurrentHttpTransport
 
@@ -168,6 +168,7 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     client = sentry_sdk.get_client()
     if client.is_active():
         client.options["instrumenter"] = "otel"
+        client_hooks.wait_for_bridge(client)
         sentry_options.warn_about(client.options)
         if config.sentry_options:
             logger.warning(
@@ -197,6 +198,7 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
             else ConcurrentHttpTransport.with_max_queue_bytes(config.max_queued_bytes)
         )
     sentry_sdk.init(dsn=config.dsn, **options)
+    client_hooks.wait_for_bridge(sentry_sdk.get_client())
 
 
 def install_propagators(env: Mapping[str, str]) -> None:
@@ -221,6 +223,7 @@ def install_event_processor() -> None:
     global _event_processor_added
     if not _event_processor_added:
         add_global_event_processor(prepare_event)
+        register_external_propagation_context(current_otel_ids)
         install_span_exception_marking()
         _event_processor_added = True
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
 from otel_bridge import semconv
+from otel_bridge.collection import Collection, DataCollection
 from otel_bridge.frames import parse_exception
 from otel_bridge.naming import SOURCE_ROUTE, Route, name_from_asgi, name_from_span
-from otel_bridge.privacy import scrub_attributes, scrub_url
+from otel_bridge.privacy import scrub_url
 from otel_bridge.request_data import request_from_attributes
 
 _FRAME_LINE = re.compile(r'^\s*File "([^"\n]+)", line (\d+)', re.MULTILINE)
@@ -65,10 +67,15 @@ _GRPC_STATUS = (
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """What conversion needs from the client's configuration; ``None`` lets the resource decide."""
+    """What conversion needs from the client's configuration; ``None`` lets the resource decide.
+
+    ``send_default_pii``: whether the user's identity and address may be sent (``data_collection``'s
+    ``user_info`` when that option was given); ``data_collection``: the user's option, ``None`` if not
+    given."""
 
     send_default_pii: bool = False
     denylist: tuple[str, ...] = ()
+    data_collection: Optional[DataCollection] = None
     environment: Optional[str] = None
     release: Optional[str] = None
     server_name: Optional[str] = None
@@ -76,6 +83,13 @@ class ConvertOptions:
     in_app_include: tuple[str, ...] = ()
     in_app_exclude: tuple[str, ...] = ()
     project_root: Optional[str] = None
+    include_source_context: bool = True
+    org_id: Optional[str] = None
+
+    @cached_property
+    def collection(self) -> Collection:
+        """The rules for what of a request is sent (see ``collection``)."""
+        return Collection(self.send_default_pii, self.denylist, self.data_collection)
 
 
 @dataclass
@@ -176,9 +190,7 @@ def _ids(span: ReadableSpan) -> tuple[str, str]:
 
 def _span_json(span: ReadableSpan, options: ConvertOptions) -> dict[str, Any]:
     trace_id, span_id = _ids(span)
-    data = scrub_attributes(
-        span.attributes or {}, send_default_pii=options.send_default_pii, denylist=options.denylist
-    )
+    data = options.collection.attributes(span.attributes or {})
     item: dict[str, Any] = {
         "trace_id": trace_id,
         "span_id": span_id,
@@ -226,6 +238,8 @@ def dynamic_sampling_context(
     dsc = {"trace_id": trace_id, "sampled": "true" if trace.sampled else "false"}
     if options.public_key:
         dsc["public_key"] = options.public_key
+    if options.org_id:
+        dsc["org_id"] = options.org_id
     if trace.sample_rate is not None:
         dsc["sample_rate"] = repr(trace.sample_rate)
     if trace.sample_rand is not None:
@@ -267,9 +281,7 @@ def _trace_facts(trace: FinishedTrace, options: ConvertOptions) -> _TraceFacts:
         if value:
             common[key] = value
     if trace.asgi_scope is None and root.kind is SpanKind.SERVER:
-        request = request_from_attributes(
-            root.attributes or {}, send_default_pii=options.send_default_pii, denylist=options.denylist
-        )
+        request = request_from_attributes(root.attributes or {}, options.collection)
         if request:
             common["request"] = request
     return _TraceFacts(name, source, common, resource)
@@ -472,6 +484,7 @@ def _error_event(
         in_app_include=options.in_app_include,
         in_app_exclude=options.in_app_exclude,
         project_root=options.project_root,
+        source_context=options.include_source_context,
     )
     outermost = recorded.outermost or recorded.span
     crashed = _escaped(recorded) and _span_id(outermost) == root_id

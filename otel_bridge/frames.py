@@ -125,6 +125,7 @@ def parse_exception(
     in_app_exclude: Sequence[str] = (),
     project_root: Optional[str] = None,
     search_paths: Optional[Sequence[str]] = None,
+    source_context: bool = True,
 ) -> list[dict[str, Any]]:
     """Sentry ``exception.values`` for an OTel ``exception`` span event; never raises, never empty.
 
@@ -135,7 +136,8 @@ def parse_exception(
     as sentry-sdk does, with ``mechanism`` ids tying members to their group. Text that is not a Python
     traceback gives one frameless entry.
 
-    ``read_lines(path)`` gives a source file's lines for context (``None`` picks :func:`read_source_lines`).
+    ``read_lines(path)`` gives a source file's lines for context (``None`` picks :func:`read_source_lines`);
+    with ``source_context`` false (sentry-sdk's ``include_source_context=False``) frames have no lines at all.
     Frame ``module`` and the relative ``filename`` come from the ``search_paths`` entry (``sys.path`` by
     default) a file lies under. ``in_app``: ``in_app_include``, then ``in_app_exclude`` (module prefixes),
     then false for site-packages, dist-packages, the standard library and frozen modules, then, when
@@ -147,7 +149,12 @@ def parse_exception(
             _text(message),
             _text(stacktrace),
             _Frames(
-                read_lines or read_source_lines, in_app_include, in_app_exclude, project_root, search_paths
+                read_lines or read_source_lines,
+                in_app_include,
+                in_app_exclude,
+                project_root,
+                search_paths,
+                source_context,
             ),
         )
     except Exception:
@@ -497,8 +504,10 @@ class _Frames:
         in_app_exclude: Sequence[str],
         project_root: Optional[str],
         search_paths: Optional[Sequence[str]],
+        source_context: bool = True,
     ) -> None:
         self._read_lines = read_lines
+        self._source_context = source_context
         self._include = tuple(in_app_include)
         self._exclude = tuple(in_app_exclude)
         self._root = _directory(project_root) if project_root else None
@@ -541,8 +550,9 @@ class _Frames:
             frame["module"] = module
         if raw.lineno is not None:
             frame["lineno"] = raw.lineno
-            frame.update(self._context(path, raw.lineno, raw.printed))
-        elif raw.printed:
+            if self._source_context:
+                frame.update(self._context(path, raw.lineno, raw.printed))
+        elif raw.printed and self._source_context:
             frame["context_line"] = _clip(raw.printed, _MAX_LINE)
         frame["in_app"] = self._in_app(module, path)
         return frame

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import sentry_sdk
 from sentry_sdk.utils import transaction_from_function
 
 from otel_bridge import semconv
+from otel_bridge.compat import custom_name_of
 from otel_bridge.request_context import current_request
 
 SOURCE_ROUTE = "route"
@@ -85,7 +87,11 @@ def name_from_span(span_name: str, attributes: Mapping[str, Any]) -> tuple[str, 
 
 
 def current_route_name() -> Optional[str]:
-    """The route or endpoint name of the request in flight, once the framework has routed it."""
+    """The name the app set on its scope, else the route or endpoint name of the request in flight once
+    the framework has routed it: what a dynamic sampling context made now carries."""
+    custom = custom_name_of(sentry_sdk.get_current_scope(), sentry_sdk.get_isolation_scope())
+    if custom is not None:
+        return custom[0]
     request = current_request.get()
     if request is None:
         return None

@@ -3,13 +3,14 @@
 sentry-sdk's ``EventScrubber`` matches whole keys of ``request``, ``extra``, ``user``, breadcrumbs, frames and
 ``spans[].data``. OTel attribute names carry the sensitive word inside a dotted name
 (``http.request.header.authorization``) and URLs carry secrets in their query strings, so those are
-scrubbed here with the scrubber's own deny-list before the event reaches the client.
+scrubbed here with the scrubber's own deny-list before the event reaches the client. Which request data and
+span data are collected at all (``send_default_pii``, ``data_collection``) is for ``collection.Collection``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -62,7 +63,7 @@ PERSONAL_ATTRIBUTES = frozenset(
 )
 
 URL_ATTRIBUTES = frozenset({"http.url", "url.full", "http.target"})
-QUERY_ATTRIBUTES = frozenset({"url.query"})
+QUERY_ATTRIBUTES = frozenset({"url.query", "http.query"})
 
 
 def _normalized(name: str) -> str:
@@ -204,44 +205,6 @@ def scrub_breadcrumbs(event: dict[str, Any], denylist: Iterable[str], send_defau
                 data[key] = scrub_query(value, words)
 
 
-def scrub_attributes(
-    attributes: Mapping[str, Any], *, send_default_pii: bool, denylist: Iterable[str]
-) -> dict[str, Any]:
-    """A copy of span attributes that is safe to send as ``data``."""
-    words = tuple(denylist)
-    safe: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if not send_default_pii and key in PERSONAL_ATTRIBUTES:
-            continue
-        if key.startswith(("http.request.header.", "http.response.header.")):
-            header = key.rsplit(".", 1)[-1]
-            if (not send_default_pii and is_sensitive_header(header)) or is_denied(header, words):
-                safe[key] = FILTERED
-                continue
-        elif is_denied(key, words):
-            safe[key] = FILTERED
-            continue
-        if key in URL_ATTRIBUTES and isinstance(value, str):
-            value = scrub_url(value, words)
-        elif key in QUERY_ATTRIBUTES and isinstance(value, str):
-            value = scrub_query(value, words)
-        safe[key] = list(value) if isinstance(value, tuple) else value
-    return safe
-
-
-def filter_headers(
-    headers: Mapping[str, str], *, send_default_pii: bool, denylist: Iterable[str]
-) -> dict[str, str]:
-    """Request headers as Sentry shows them: sensitive ones kept with the value ``[Filtered]``."""
-    words = tuple(denylist)
-    return {
-        name: FILTERED
-        if (not send_default_pii and is_sensitive_header(name)) or is_denied(name, words)
-        else value
-        for name, value in headers.items()
-    }
-
-
 PERSONAL_USER_FIELDS = ("id", "username", "email", "ip_address", "name")
 
 
@@ -285,12 +248,23 @@ def _scrub_value(value: Any, send_default_pii: bool, words: tuple[str, ...], dep
                 cleaned[key] = FILTERED
             elif key == "headers" and isinstance(item, list):
                 cleaned[key] = [_scrub_header_pair(pair, send_default_pii, words) for pair in item]
+            elif key == "query_string" and isinstance(item, str):
+                cleaned[key] = _scrub_serialized_query(item, words)
             else:
                 cleaned[key] = _scrub_value(item, send_default_pii, words, depth + 1)
         return cleaned
     if isinstance(value, list):
         return [_scrub_value(item, send_default_pii, words, depth + 1) for item in value]
+    if isinstance(value, str):
+        return scrub_urls_in_text(value, words)
     return value
+
+
+def _scrub_serialized_query(serialized: str, words: tuple[str, ...]) -> str:
+    """An ASGI scope's ``query_string`` as sentry-sdk serializes a local variable (``"b'token=...'"``)."""
+    start = 2 if serialized[:2] in ("b'", 'b"') else 1 if serialized[:1] in ("'", '"') else 0
+    end = len(serialized) - 1 if start and serialized[-1:] in ("'", '"') else len(serialized)
+    return f"{serialized[:start]}{scrub_query(serialized[start:end], words)}{serialized[end:]}"
 
 
 def _scrub_header_pair(pair: Any, send_default_pii: bool, words: tuple[str, ...]) -> Any:
@@ -305,7 +279,8 @@ def _scrub_header_pair(pair: Any, send_default_pii: bool, words: tuple[str, ...]
 def clean_frames(event: dict[str, Any], *, send_default_pii: bool, denylist: Iterable[str]) -> None:
     """Frames of plumbing (ASGI servers, middlewares, this bridge) are not the app's and keep no local
     variables: they hold the raw request headers in ``scope``. In the app's frames, deny-listed keys,
-    sensitive headers and (without PII) the client address are filtered."""
+    sensitive headers, (without PII) the client address, and deny-listed parameters of a scope's query
+    string and of URLs are filtered."""
     words = tuple(denylist)
     for exception in (event.get("exception") or {}).get("values") or ():
         for frame in (exception.get("stacktrace") or {}).get("frames") or ():

@@ -7,6 +7,7 @@ queue; a root that never ends is evicted after ``root_timeout_seconds``. Drops a
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Optional
 
@@ -15,10 +16,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from sentry_sdk.scope import Scope
 
+from otel_bridge import client_hooks
 from otel_bridge.convert import FinishedTrace
 from otel_bridge.drops import DropCounter
 from otel_bridge.propagation import get_dynamic_sampling_context
 from otel_bridge.request_context import RequestContext, current_request
+from otel_bridge.sampler_context import parent_sampled, sampling_context
+from otel_bridge.sampling import Decision, deciding, sample_with, traces_sampler
 from otel_bridge.sending import flush_client, send_trace
 from otel_bridge.worker import BackgroundWorker
 
@@ -27,6 +31,7 @@ class _OpenTrace:
     __slots__ = (
         "children",
         "current",
+        "decision",
         "dropped",
         "incoming_dsc",
         "isolation",
@@ -44,8 +49,10 @@ class _OpenTrace:
         current: Scope,
         request: Optional[RequestContext],
         incoming_dsc: Optional[dict[str, str]],
+        decision: Optional[Decision],
     ) -> None:
         self.root_id = root_id
+        self.decision = decision
         self.incoming_dsc = incoming_dsc
         self.isolation = isolation
         self.current = current
@@ -76,6 +83,9 @@ class SentrySpanProcessor(SpanProcessor):
         self.drops = DropCounter()
         self._worker = BackgroundWorker(max_queued_traces, self.drops, tick=self._evict_stale_roots)
         self._worker.start()
+        # sentry_sdk.flush() and Client.close() wait for this processor's queue too
+        client_hooks.register(self)
+        client_hooks.wait_for_bridge(sentry_sdk.get_client())
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         context = span.get_span_context()
@@ -86,12 +96,24 @@ class SentrySpanProcessor(SpanProcessor):
             if len(self._open) >= self._max_open:
                 self.drops.count("buffer_overflow", "transaction")
                 return
+            request = current_request.get()
+            incoming = get_dynamic_sampling_context(parent_context) if parent is not None else None
+            sampler = traces_sampler()
+            decision = None
+            if sampler is not None:
+                decision = sample_with(
+                    sampler,
+                    context.trace_id,
+                    incoming,
+                    sampling_context(span, parent, parent_sampled(parent, incoming), request),
+                )
             trace = _OpenTrace(
                 context.span_id,
                 sentry_sdk.get_isolation_scope(),
                 sentry_sdk.get_current_scope(),
-                current_request.get(),
-                get_dynamic_sampling_context(parent_context) if parent is not None else None,
+                request,
+                incoming,
+                decision,
             )
             self._open[context.span_id] = trace
             self._owner[context.span_id] = trace
@@ -138,7 +160,17 @@ class SentrySpanProcessor(SpanProcessor):
         )
         isolation, current = owner.isolation, owner.current
         reported = request.reported if request is not None else frozenset()
-        self._worker.submit(lambda: send_trace(finished, isolation, current, reported))
+        # a client initialised after this processor was made waits for it too (a no-op once it does)
+        client_hooks.wait_for_bridge(sentry_sdk.get_client())
+        root_context = root.get_span_context()
+        trace_id = root_context.trace_id if root_context is not None else 0
+        decision = owner.decision
+
+        def send() -> None:
+            with deciding(trace_id, decision):
+                send_trace(finished, isolation, current, reported)
+
+        self._worker.submit(send)
 
     def _forget(self, trace: _OpenTrace) -> None:
         self._open.pop(trace.root_id, None)
@@ -163,9 +195,20 @@ class SentrySpanProcessor(SpanProcessor):
         """``True`` only when every trace finished before the call was converted and its envelopes were
         sent (or dropped and counted) within the timeout; ``False`` when time ran out."""
         deadline = time.monotonic() + timeout_millis / 1000
-        converted = self._worker.flush(timeout_millis / 1000)
-        return converted and flush_client(max(0.0, deadline - time.monotonic()))
+        converted = self.drain(timeout_millis / 1000)
+        with client_hooks.flushing_client():
+            return converted and flush_client(max(0.0, deadline - time.monotonic()))
+
+    def drain(self, timeout: float) -> bool:
+        """Hand every trace finished so far to sentry-sdk's client (not yet its transport); ``False`` when
+        ``timeout`` ran out first. On the worker's own thread (a ``before_send`` that flushes) there is
+        nothing to wait for."""
+        if threading.current_thread() is self._worker._thread:
+            return True
+        return self._worker.flush(timeout)
 
     def shutdown(self) -> None:
+        client_hooks.unregister(self)
         self._worker.stop(timeout=2.0)
-        flush_client(2.0)
+        with client_hooks.flushing_client():
+            flush_client(2.0)

@@ -45,7 +45,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_bridge.naming import current_route_name
-from otel_bridge.sampling import started_dsc
+from otel_bridge.sampling import decide, started_dsc
 
 __all__ = [
     "BAGGAGE_HEADER",
@@ -269,7 +269,7 @@ class SentryPropagator(TextMapPropagator):
         if not span_context.is_valid:
             return
         dsc = get_dynamic_sampling_context(context) or started_dsc(span_context, current_route_name())
-        sampled = span_context.trace_flags.sampled and dsc.get("sampled") != "false"
+        sampled = span_context.trace_flags.sampled and decide(span_context.trace_id, dsc).sampled
         setter.set(
             carrier,
             SENTRY_TRACE_HEADER,
@@ -294,6 +294,17 @@ class SentryPropagator(TextMapPropagator):
     @property
     def fields(self) -> set[str]:
         return {SENTRY_TRACE_HEADER, BAGGAGE_HEADER}
+
+
+def current_otel_ids() -> Optional[tuple[str, str]]:
+    """The trace and span id of the current OTel span, for sentry-sdk's scopes: registered with
+    ``sentry_sdk.scope.register_external_propagation_context``, so that what sentry-sdk sends by itself
+    (logs, metrics, events outside the bridge's reach) is linked to the OTel trace, and sentry-sdk's own
+    integrations leave outgoing headers to the OTel propagators."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return trace.format_trace_id(span_context.trace_id), trace.format_span_id(span_context.span_id)
 
 
 def default_propagator() -> TextMapPropagator:

@@ -1,13 +1,23 @@
-"""Sentry's ``request`` interface from an ASGI scope or from span attributes. Pure: no I/O, no globals."""
+"""Sentry's ``request`` interface from an ASGI scope or from span attributes. Pure: no I/O, no globals.
+
+Both return a plain dict, every value already filtered by the ``Collection`` given::
+
+    {"method": "GET", "url": "http://host/path", "headers": {"Host": "host", ...},
+     "query_string": "a=1",              # absent: no query, or none to send
+     "env": {"REMOTE_ADDR": "1.2.3.4"}}  # absent unless the client's address may be sent
+
+``url`` never carries the query string; ``headers`` is always present from an ASGI scope (empty with header
+collection off) and present from attributes only when they captured headers or a user agent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Optional
-from urllib.parse import unquote
 
 from otel_bridge import semconv
-from otel_bridge.privacy import filter_headers, scrub_query, scrub_url
+from otel_bridge.collection import Collection
+from otel_bridge.privacy import scrub_url
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -25,7 +35,8 @@ def asgi_headers(asgi_scope: Mapping[str, Any]) -> dict[str, str]:
 
 
 def asgi_url(asgi_scope: Mapping[str, Any], host_header: Optional[str]) -> str:
-    """Scheme, host and path, without the query string (the way sentry-sdk's ASGI middleware builds it)."""
+    """Scheme, host and path, without the query string (the way sentry-sdk's ASGI middleware builds it). The
+    host comes from the ``Host`` header even when that header itself is filtered, as in sentry-sdk."""
     default_scheme = "ws" if asgi_scope.get("type") == "websocket" else "http"
     scheme = asgi_scope.get("scheme") or default_scheme
     path = f"{asgi_scope.get('root_path', '')}{asgi_scope.get('path', '')}"
@@ -42,8 +53,8 @@ def asgi_url(asgi_scope: Mapping[str, Any], host_header: Optional[str]) -> str:
 
 def client_ip(asgi_scope: Mapping[str, Any], headers: Mapping[str, str]) -> Optional[str]:
     """The address sentry-sdk's ASGI middleware reports (``_get_ip``): the first of ``X-Forwarded-For``,
-    else ``X-Real-Ip``, else the peer. Only called with ``send_default_pii``; without it, these and the other
-    headers carrying the client's address (``privacy.CLIENT_ADDRESS_HEADERS``) are filtered."""
+    else ``X-Real-Ip``, else the peer. Sent only where ``Collection.user_info`` allows; otherwise these and
+    the other headers carrying the client's address (``privacy.CLIENT_ADDRESS_HEADERS``) are filtered."""
     forwarded = headers.get("x-forwarded-for")
     if forwarded:
         return forwarded.split(",")[0].strip()
@@ -56,36 +67,34 @@ def client_ip(asgi_scope: Mapping[str, Any], headers: Mapping[str, str]) -> Opti
     return None
 
 
-def request_from_asgi(
-    asgi_scope: Mapping[str, Any], *, send_default_pii: bool, denylist: Iterable[str]
-) -> dict[str, Any]:
-    words = tuple(denylist)
+def request_from_asgi(asgi_scope: Mapping[str, Any], collection: Collection) -> dict[str, Any]:
+    """The request of an ASGI ``http`` or ``websocket`` scope (see the module's docstring for the shape)."""
     headers = asgi_headers(asgi_scope)
     request: dict[str, Any] = {
         "url": asgi_url(asgi_scope, headers.get("host")),
-        "headers": filter_headers(headers, send_default_pii=send_default_pii, denylist=words),
+        "headers": collection.headers(headers),
     }
     if asgi_scope.get("method"):
         request["method"] = str(asgi_scope["method"]).upper()
     raw_query = asgi_scope.get("query_string")
     if raw_query:
-        query = unquote(bytes(raw_query).decode("latin-1"))
-        request["query_string"] = scrub_query(query, words)
-    if send_default_pii:
-        ip = client_ip(asgi_scope, headers)
-        if ip:
-            request["env"] = {"REMOTE_ADDR": ip}
+        query = collection.query_string(bytes(raw_query).decode("latin-1"))
+        if query:
+            request["query_string"] = query
+    ip = collection.client_address(client_ip(asgi_scope, headers) if collection.user_info else None)
+    if ip:
+        request["env"] = {"REMOTE_ADDR": ip}
     return request
 
 
 def request_from_attributes(
-    attributes: Mapping[str, Any], *, send_default_pii: bool, denylist: Iterable[str]
+    attributes: Mapping[str, Any], collection: Collection
 ) -> Optional[dict[str, Any]]:
-    """The same interface rebuilt from a SERVER span's attributes (the exporter path has nothing else)."""
+    """The same interface rebuilt from a SERVER span's attributes (the exporter path has nothing else);
+    ``None`` for a span that is not an HTTP request."""
     method = semconv.method(attributes)
     if method is None:
         return None
-    words = tuple(denylist)
     path, query = semconv.path_and_query(attributes)
     url = semconv.full_url(attributes)
     if query is None and url is not None and "?" in url:
@@ -94,18 +103,19 @@ def request_from_attributes(
         host = semconv.host(attributes)
         scheme = semconv.scheme(attributes) or "http"
         url = f"{scheme}://{host}{path or ''}" if host else path or ""
-    url = scrub_url(url, words).split("?", 1)[0]
+    url = scrub_url(url, collection.denylist).split("?", 1)[0].split("#", 1)[0]
     request: dict[str, Any] = {"method": method.upper(), "url": url}
     headers = semconv.captured_request_headers(attributes)
     user_agent = semconv.user_agent(attributes)
     if user_agent and "User-Agent" not in headers:
         headers["User-Agent"] = user_agent
-    if headers:
-        request["headers"] = filter_headers(headers, send_default_pii=send_default_pii, denylist=words)
-    if query:
-        request["query_string"] = scrub_query(unquote(query), words)
-    if send_default_pii:
-        ip = semconv.client_address(attributes)
-        if ip:
-            request["env"] = {"REMOTE_ADDR": ip}
+    sent_headers = collection.headers(headers)
+    if sent_headers:
+        request["headers"] = sent_headers
+    query_string = collection.query_string(query)
+    if query_string:
+        request["query_string"] = query_string
+    ip = collection.client_address(semconv.client_address(attributes))
+    if ip:
+        request["env"] = {"REMOTE_ADDR": ip}
     return request

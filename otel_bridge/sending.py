@@ -12,11 +12,13 @@ from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 from sentry_sdk.utils import Dsn
 
+from otel_bridge.collection import data_collection_from_options
 from otel_bridge.compat import custom_name_of
 from otel_bridge.convert import ConvertOptions, FinishedTrace, to_events
 from otel_bridge.event_filters import has_ignored_status, is_ignored_error
 from otel_bridge.request_context import ExceptionKey, Reported, recent_reports
 from otel_bridge.sampling import decide, frozen_contexts
+from otel_bridge.stream_sending import span_stream
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
@@ -29,7 +31,12 @@ def convert_options(client: Any) -> ConvertOptions:
     if _cached and _cached[0][0] is client:
         return _cached[0][1]
     options = client.options
-    send_default_pii = bool(options.get("send_default_pii"))
+    data_collection = data_collection_from_options(options)
+    if data_collection is not None:
+        # sentry-sdk then ignores send_default_pii and drops its EventScrubber; our deny-list still applies
+        send_default_pii = data_collection.user_info
+    else:
+        send_default_pii = bool(options.get("send_default_pii"))
     scrubber = options.get("event_scrubber")
     if scrubber is not None:
         denylist = tuple(scrubber.denylist)
@@ -41,6 +48,7 @@ def convert_options(client: Any) -> ConvertOptions:
     result = ConvertOptions(
         send_default_pii=send_default_pii,
         denylist=tuple(word.lower() for word in denylist),
+        data_collection=data_collection,
         environment=options.get("environment"),
         release=options.get("release"),
         server_name=options.get("server_name"),
@@ -48,6 +56,8 @@ def convert_options(client: Any) -> ConvertOptions:
         in_app_include=tuple(options.get("in_app_include") or ()),
         in_app_exclude=tuple(options.get("in_app_exclude") or ()),
         project_root=options.get("project_root"),
+        include_source_context=options.get("include_source_context") is not False,
+        org_id=getattr(getattr(client, "parsed_dsn", None), "org_id", None),
     )
     _cached[:] = [(client, result)]
     return result
@@ -64,6 +74,7 @@ def send_trace(
     if not client.is_active():
         return
     options = convert_options(client)
+    stream = span_stream(client)
     trace_id = _trace_id(trace)
     incoming = trace.incoming_dsc or frozen_contexts.get(trace_id)
     decision = decide(trace_id, incoming)
@@ -76,8 +87,13 @@ def send_trace(
         custom_name=custom_name_of(current, isolation),
     )
     dropped_by = None if decision.sampled else "sample_rate"
-    if dropped_by is None and has_ignored_status(
-        trace.root.attributes or {}, client.options.get("trace_ignore_status_codes") or ()
+    # sentry-sdk ignores trace_ignore_status_codes when it streams spans
+    if (
+        dropped_by is None
+        and stream is None
+        and has_ignored_status(
+            trace.root.attributes or {}, client.options.get("trace_ignore_status_codes") or ()
+        )
     ):
         dropped_by = "event_processor"
     events = to_events(
@@ -86,12 +102,20 @@ def send_trace(
     ignored = client.options.get("ignore_errors") or ()
     if ignored:
         events = [event for event in events if not is_ignored_error(event, ignored)]
-    if dropped_by is not None and client.transport is not None:
+    if dropped_by is not None and stream is not None:
+        stream.record_unsampled(trace)
+    elif dropped_by is not None and client.transport is not None:
         client.transport.record_lost_event(dropped_by, data_category="transaction")
         client.transport.record_lost_event(dropped_by, data_category="span", quantity=len(trace.children) + 1)
     with _scopes_of(isolation, current):
+        spans = None
+        if stream is not None and events and events[0].get("type") == "transaction":
+            spans = stream.prepare(events.pop(0), trace, options)
         for event in events:
             sentry_sdk.capture_event(cast("Event", event))
+        if spans is not None and stream is not None:
+            # errors first, as sentry-sdk sends them while the spans are still open
+            stream.send(spans)
 
 
 def _trace_id(trace: FinishedTrace) -> int:

@@ -71,7 +71,9 @@ OPTIONS: dict[str, Effect] = {
         "thinned; also `OTEL_BRIDGE_TRACES_SAMPLE_RATE`.",
     ),
     "traces_sampler": Effect(
-        BRIDGE, "Called once per local root with sentry-sdk's sampling context; replaces the rate."
+        BRIDGE,
+        "Called once per local root as it starts, with sentry-sdk's sampling context; replaces the rate. "
+        "Not on the exporter path, where spans arrive already ended.",
     ),
     "enable_tracing": Effect(DIFFERS, "Deprecated in sentry-sdk; `False` sets the Sentry-only rate to 0."),
     "trace_lifecycle": Effect(BRIDGE, '`"stream"` sends spans as span items instead of transactions.'),
@@ -90,7 +92,9 @@ OPTIONS: dict[str, Effect] = {
         'Always `"otel"`: OpenTelemetry spans are the source; sentry-sdk\'s own spans are off.',
         inert_when=lambda value: value not in (None, "otel", "sentry"),
     ),
-    "auto_session_tracking": Effect(BRIDGE, "Request-mode sessions from the middleware."),
+    "auto_session_tracking": Effect(
+        BRIDGE, "Request-mode sessions from the middleware (sent only with a `release`, as in sentry-sdk)."
+    ),
     "in_app_include": Effect(BRIDGE, "Also on frames parsed from recorded exceptions."),
     "in_app_exclude": Effect(BRIDGE, "Also on frames parsed from recorded exceptions."),
     "project_root": Effect(BRIDGE, "Also on frames parsed from recorded exceptions."),

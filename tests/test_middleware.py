@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -138,11 +139,11 @@ def test_internal_receive_and_send_spans_can_be_turned_on(
     [
         (
             {"transaction_style": "path"},
-            "transaction_style='path' is not valid: accepted values are endpoint, url",
+            "Invalid value for transaction_style: path (must be in ('endpoint', 'url'))",
         ),
         ({"internal_spans": ["recv"]}, "internal_spans=['recv'] is not valid"),
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         SentryAsgiMiddleware(hello, **options)

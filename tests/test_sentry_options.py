@@ -267,3 +267,65 @@ def test_spotlight_false_keeps_the_bridge_off_without_a_dsn() -> None:
     )
     assert result.stdout.strip() == "None"
     assert "otel_bridge is off: no Sentry DSN" in result.stderr
+
+
+def test_logs_sentry_sdk_sends_are_linked_to_the_otel_trace(receiver: EnvelopeReceiver) -> None:
+    result = run_python(
+        f"""
+        import logging, sentry_sdk, otel_bridge
+        from opentelemetry import trace
+        otel_bridge.init(dsn="{receiver.dsn}", enable_logs=True)
+        with trace.get_tracer("t").start_as_current_span("job") as span:
+            logging.getLogger("shop").warning("stock low")
+            print("TRACE", trace.format_trace_id(span.get_span_context().trace_id))
+        otel_bridge.flush(5)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    trace_id = result.stdout.split("TRACE ", 1)[1].split()[0]
+    assert receiver.wait_for(lambda r: bool(r.items("log")))
+    logs = [entry for item in receiver.items("log") for entry in item.json()["items"]]
+    [log] = [entry for entry in logs if entry["body"] == "stock low"]
+    assert log["trace_id"] == trace_id
+    [transaction] = receiver.wait_for_transactions(1)
+    assert transaction["contexts"]["trace"]["trace_id"] == trace_id
+
+
+def raise_and_record(provider: TracerProvider) -> None:
+    with provider.get_tracer("t").start_as_current_span("charge") as span:
+        try:
+            raise KeyError("sku-42")
+        except KeyError as exc:
+            span.record_exception(exc)
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_include_source_context_applies_to_frames_parsed_from_span_events(
+    init_with: Any, receiver: EnvelopeReceiver, include: bool
+) -> None:
+    provider, processor = init_with(include_source_context=include)
+    raise_and_record(provider)
+    processor.force_flush(5000)
+    [event] = receiver.wait_for_events(1)
+    assert_relay_valid(event)
+    [frame] = event["exception"]["values"][-1]["stacktrace"]["frames"]
+    assert frame["function"] == "raise_and_record"
+    if include:
+        assert frame["context_line"].strip() == 'raise KeyError("sku-42")'
+        assert frame["pre_context"] and frame["post_context"]
+    else:
+        assert not {"context_line", "pre_context", "post_context"} & set(frame)
+
+
+def test_the_org_id_option_is_in_the_dynamic_sampling_context(
+    init_with: Any, receiver: EnvelopeReceiver
+) -> None:
+    provider, processor = init_with(org_id="17")
+    raise_and_record(provider)
+    processor.force_flush(5000)
+    [transaction] = receiver.wait_for_transactions(1)
+    [event] = receiver.wait_for_events(1)
+    for sent in (transaction, event):
+        envelope = receiver.envelope_of(sent["event_id"])
+        assert envelope is not None
+        assert envelope.headers["trace"]["org_id"] == "17"
