@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
+import sentry_sdk
 from sentry_sdk.scope import Scope
 
 logger = logging.getLogger("otel_bridge")
@@ -73,9 +74,21 @@ def verify() -> list[str]:
 def custom_name_of(*scopes: Any) -> Optional[tuple[str, str]]:
     """The name the app set with ``set_transaction_name(name)`` or ``(name, source="custom")`` on the first
     of ``scopes`` that has one. Names sentry-sdk's own framework integrations set (with source ``route``,
-    ``component`` or ``url``) are left to the bridge's own naming, which follows the same rules."""
+    ``component`` or ``url``) are left to the bridge's own naming, which follows the same rules.
+
+    With span streaming, sentry-sdk's own span API also leaves a name without a source on the scope (each
+    ``sentry_sdk.traces.start_span`` outside a Sentry span is a segment of its own, and names the scope
+    after itself), so there only ``source="custom"`` marks a name the app chose.
+    """
+    allowed: tuple[Optional[str], ...] = ("custom",) if _streams_spans() else (None, "custom")
     for scope in scopes:
         named = scope_transaction_name(scope)
-        if named is not None and named[1] in (None, "custom"):
+        if named is not None and named[1] in allowed:
             return named[0], "custom"
     return None
+
+
+def _streams_spans() -> bool:
+    options = sentry_sdk.get_client().options or {}
+    experiments = options.get("_experiments") or {}
+    return "stream" in (options.get("trace_lifecycle"), experiments.get("trace_lifecycle"))

@@ -329,3 +329,26 @@ def test_the_org_id_option_is_in_the_dynamic_sampling_context(
         envelope = receiver.envelope_of(sent["event_id"])
         assert envelope is not None
         assert envelope.headers["trace"]["org_id"] == "17"
+
+
+@pytest.mark.skipif(
+    not hasattr(sentry_sdk, "traces") or not hasattr(sentry_sdk.traces, "start_span"),
+    reason="this sentry-sdk has no span streaming API (sentry_sdk.traces.start_span, 2.66 and later)",
+)
+def test_a_sentry_sdk_span_in_a_streamed_request_does_not_rename_it(
+    init_with: Any, receiver: EnvelopeReceiver
+) -> None:
+    async def uses_sentry_spans(scope: Any, receive: Any, send: Any) -> None:
+        with sentry_sdk.traces.start_span(name="load cart"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    provider, processor = init_with(trace_lifecycle="stream")
+    asyncio.run(call(SentryAsgiMiddleware(uses_sentry_spans, tracer_provider=provider), http_scope("/cart")))
+    processor.force_flush(5000)
+    sentry_sdk.flush(5)
+    assert receiver.wait_for(lambda r: bool(r.items("span")))
+    spans = [span for item in receiver.items("span") for span in item.json()["items"]]
+    [segment] = [span for span in spans if span["is_segment"]]
+    assert segment["name"] == "/cart"
