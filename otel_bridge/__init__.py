@@ -7,11 +7,15 @@ otel_bridge.init()
 app = SentryAsgiMiddleware(app)
 """
 
-from otel_bridge.bootstrap import flush, init
-from otel_bridge.config import ConfigError
-from otel_bridge.exporter import SentrySpanExporter
-from otel_bridge.processor import SentrySpanProcessor
-from otel_bridge.propagation import SentryPropagator
+from otel_bridge.resolution import import_otel_safely
+
+import_otel_safely()
+
+from otel_bridge.bootstrap import flush, init  # noqa: E402
+from otel_bridge.config import ConfigError  # noqa: E402
+from otel_bridge.exporter import SentrySpanExporter  # noqa: E402
+from otel_bridge.processor import SentrySpanProcessor  # noqa: E402
+from otel_bridge.propagation import SentryPropagator  # noqa: E402
 
 __all__ = ["ConfigError", "SentryPropagator", "SentrySpanExporter", "SentrySpanProcessor", "flush", "init"]
 __version__ = "0.1.0"

@@ -40,7 +40,11 @@ ASGIApp = Callable[..., Any]
 ServerRequestHook = Optional[Callable[[Span, Scope], None]]
 
 TRANSACTION_STYLES = ("endpoint", "url")
-_untraced = RateLimitedLogger(logging.getLogger("otel_bridge"), interval=60.0)
+logger = logging.getLogger("otel_bridge")
+_untraced = RateLimitedLogger(logger, interval=60.0)
+# sentry-sdk's middleware starts transactions for these methods only by default: not OPTIONS (CORS
+# preflights) nor HEAD.
+DEFAULT_HTTP_METHODS_TO_CAPTURE = ("CONNECT", "DELETE", "GET", "PATCH", "POST", "PUT", "TRACE")
 SPAN_NAMES = ("receive", "send")
 # Public markers that tell a framework its requests are already traced, so that it does not start a second
 # server span of its own: FastAPI's native telemetry skips a scope holding "fastapi.telemetry" (as it does
@@ -79,6 +83,11 @@ class SentryAsgiMiddleware:
         default_span_details: Optional[Callable[[Scope], tuple[str, dict[str, Any]]]] = None,
         client_request_hook: Optional[Callable[[Span, Scope, Message], None]] = None,
         client_response_hook: Optional[Callable[[Span, Scope, Message], None]] = None,
+        span_origin: Optional[str] = None,
+        http_methods_to_capture: Sequence[str] = DEFAULT_HTTP_METHODS_TO_CAPTURE,
+        asgi_version: Optional[int] = None,
+        unsafe_context_data: bool = False,
+        root_path_in_path: Any = None,
     ) -> None:
         if transaction_style not in TRANSACTION_STYLES:
             # sentry-sdk's wording, word for word: code moving from its middleware may match on it
@@ -88,7 +97,18 @@ class SentryAsgiMiddleware:
         self.app = app
         self.transaction_style = transaction_style
         self.mechanism_type = mechanism_type
-        self._app3: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        self._app3: ASGIApp = _as_asgi3(app, asgi_version)
+        self._methods = frozenset(method.upper() for method in http_methods_to_capture)
+        self._origin = span_origin
+        if (
+            root_path_in_path is not None
+            and getattr(root_path_in_path, "value", root_path_in_path) != "excluded"
+        ):
+            logger.warning(
+                "otel_bridge: SentryAsgiMiddleware(root_path_in_path=%s) has no effect here: URLs and names "
+                "are root_path + path, as the ASGI specification says",
+                getattr(root_path_in_path, "name", root_path_in_path),
+            )
         self._framework = frameworks.adapt(app, _report_framework_exception)
         self._user_hook = server_request_hook
         excluded: Optional[ExcludeList] = (
@@ -132,7 +152,10 @@ class SentryAsgiMiddleware:
         try:
             with sentry_sdk.isolation_scope() as sentry_scope, track_request_session(sentry_scope):
                 sentry_scope.clear_breadcrumbs()
-                sentry_scope.add_event_processor(partial(_describe_request, request=request))  # type: ignore[arg-type]
+                describe = partial(
+                    _describe_request, request=request, methods=self._methods, origin=self._origin
+                )
+                sentry_scope.add_event_processor(describe)  # type: ignore[arg-type]
                 try:
                     await self._serve_traced(scope, receive, send, request)
                 except Exception as exc:
@@ -242,6 +265,21 @@ def _flushing_at_shutdown(send: Send) -> Send:
     return send_after_flushing
 
 
+def _as_asgi3(app: ASGIApp, asgi_version: Optional[int]) -> ASGIApp:
+    """The app as an ASGI 3 callable: detected as asgiref does, or as ``asgi_version`` says."""
+    if asgi_version is None:
+        return guarantee_single_callable(app)  # type: ignore[no-untyped-call, no-any-return]
+    if asgi_version == 3:
+        return app
+    if asgi_version == 2:
+
+        async def asgi2_app(scope: Scope, receive: Receive, send: Send) -> None:
+            await app(scope)(receive, send)
+
+        return asgi2_app
+    raise ValueError(f"asgi_version={asgi_version!r} is not valid: accepted values are None, 2, 3")
+
+
 def _excluded_span_names(internal_spans: Union[bool, Sequence[str]]) -> list[str]:
     if internal_spans is True:
         return []
@@ -257,8 +295,24 @@ def _excluded_span_names(internal_spans: Union[bool, Sequence[str]]) -> list[str
     return [name for name in SPAN_NAMES if name not in wanted]
 
 
-def _describe_request(event: dict[str, Any], hint: Any, request: RequestContext) -> dict[str, Any]:
-    """Scope event processor: request data on every event of the request, and its name on errors."""
+def _describe_request(
+    event: dict[str, Any],
+    hint: Any,
+    request: RequestContext,
+    methods: frozenset[str] = frozenset(DEFAULT_HTTP_METHODS_TO_CAPTURE),
+    origin: Optional[str] = None,
+) -> Optional[dict[str, Any]]:
+    """Scope event processor: request data on every event of the request, and its name on errors.
+    Transactions of HTTP methods outside ``methods`` are dropped, as sentry-sdk's middleware does not
+    start them (its default leaves out ``OPTIONS`` and ``HEAD``)."""
+    if event.get("type") == "transaction":
+        asgi_scope = request.asgi_scope
+        if asgi_scope.get("type") == "http" and str(asgi_scope.get("method") or "").upper() not in methods:
+            return None
+        if origin is not None:
+            trace_context = (event.get("contexts") or {}).get("trace")
+            if isinstance(trace_context, dict):
+                trace_context["origin"] = origin
     client = sentry_sdk.get_client()
     options = convert_options(client)
     asgi_scope = request.asgi_scope

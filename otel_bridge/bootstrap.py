@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import importlib
-import inspect
 import logging
 import os
 import socket
@@ -13,24 +11,29 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 import sentry_sdk
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from sentry_sdk.consts import ClientConstructor
 from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
-from sentry_sdk.utils import Dsn, env_to_bool
 
 from otel_bridge import client_hooks, compat, sampling, sentry_options, serialization
-from otel_bridge.config import BridgeConfig, ConfigError, parse_rate, read_config
+from otel_bridge.config import BridgeConfig
 from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
 from otel_bridge.propagation import SentryPropagator, current_otel_ids, default_propagator
+from otel_bridge.resolution import (
+    OVERLAPPING_INTEGRATIONS,
+    Resolved,
+    check_sentry_options,
+    overlapping_integrations,
+    resolve,
+    spotlight_requested,
+)
 from otel_bridge.sending import flush_client, pending_envelopes
 from otel_bridge.transport import ConcurrentHttpTransport
 
 logger = logging.getLogger("otel_bridge")
 
-EXPORTER_GROUP = "opentelemetry_traces_exporter"
 # sentry-sdk's default of 100 drops most transactions at a few hundred requests a second; 1000 envelopes
 # of a few KiB each stay well bounded. TCP_NODELAY: sentry-sdk's socket options replace urllib3's, and
 # without it every POST waits for the receiver's delayed ACK (about 40 ms each).
@@ -41,63 +44,14 @@ _processor: Optional[SentrySpanProcessor] = None
 _event_processor_added = False
 
 
-def _sentry_option_names() -> frozenset[str]:
-    parameters = inspect.signature(ClientConstructor.__init__).parameters
-    return frozenset(name for name in parameters if name not in ("self", "dsn"))
+__all__ = ["OVERLAPPING_INTEGRATIONS", "flush", "init", "spotlight_requested"]
 
 
-def _check_sentry_options(options: Mapping[str, Any]) -> None:
-    known = _sentry_option_names()
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(
-            f"otel_bridge.init() got unknown option(s) {', '.join(unknown)}: accepted are this bridge's "
-            "options (traces_sample_rate, max_spans_per_trace, max_open_traces, max_queued_traces, "
-            "max_queued_bytes, root_timeout_seconds) and sentry_sdk.init's options"
-        )
+def _load_exporters(resolved: Resolved) -> list[SpanExporter]:
+    return [exporter.entry_point.load()() for exporter in resolved.exporters]
 
 
-def _exporter_names(env: Mapping[str, str]) -> list[str]:
-    raw = env.get("OTEL_TRACES_EXPORTER", "")
-    return [name.strip().lower() for name in raw.split(",") if name.strip()]
-
-
-OTLP_ENTRY_POINTS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
-
-
-def _otlp_entry_point(env: Mapping[str, str]) -> str:
-    """``otlp`` is the exporter for ``OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL`` (default grpc), as in the SDK."""
-    variable = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-    protocol = env.get(variable, "").strip()
-    if not protocol:
-        variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
-        protocol = env.get(variable, "").strip() or "grpc"
-    if protocol not in OTLP_ENTRY_POINTS:
-        raise ConfigError(
-            f"{variable}={protocol!r} is not valid: accepted values are {', '.join(OTLP_ENTRY_POINTS)}"
-        )
-    return OTLP_ENTRY_POINTS[protocol]
-
-
-def _load_exporters(names: list[str], env: Mapping[str, str]) -> list[SpanExporter]:
-    from importlib.metadata import entry_points
-
-    available = {entry.name: entry for entry in entry_points(group=EXPORTER_GROUP)}
-    exporters: list[SpanExporter] = []
-    for name in names:
-        if name in ("none", "sentry"):
-            continue
-        entry = available.get(_otlp_entry_point(env) if name == "otlp" else name)
-        if entry is None:
-            accepted = ", ".join(sorted({"none", "sentry", *available}))
-            raise ConfigError(
-                f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed: accepted values are {accepted}"
-            )
-        exporters.append(entry.load()())
-    return exporters
-
-
-def _tracer_provider(env: Mapping[str, str]) -> tuple[Optional[TracerProvider], bool]:
+def _tracer_provider(resolved: Resolved) -> tuple[Optional[TracerProvider], bool]:
     """The global SDK provider, created from the ``OTEL_*`` variables when there is none yet."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
@@ -109,7 +63,7 @@ def _tracer_provider(env: Mapping[str, str]) -> tuple[Optional[TracerProvider], 
             type(current).__name__,
         )
         return None, False
-    exporters = _load_exporters(_exporter_names(env), env)
+    exporters = _load_exporters(resolved)
     provider = TracerProvider()
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -133,32 +87,6 @@ def _resource_defaults(attributes: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-# sentry-sdk's own integrations for the frameworks the middleware serves: each would open a second request
-# scope inside ours, report the same exceptions on its own and attach request bodies, which this bridge
-# never sends. The middleware learns routes and errors from these frameworks itself (``frameworks``).
-OVERLAPPING_INTEGRATIONS = (
-    ("sentry_sdk.integrations.starlette", "StarletteIntegration"),
-    ("sentry_sdk.integrations.fastapi", "FastApiIntegration"),
-    ("sentry_sdk.integrations.quart", "QuartIntegration"),
-    ("sentry_sdk.integrations.litestar", "LitestarIntegration"),
-    ("sentry_sdk.integrations.starlite", "StarliteIntegration"),
-    ("sentry_sdk.integrations.django", "DjangoIntegration"),
-    ("sentry_sdk.integrations.sanic", "SanicIntegration"),
-)
-
-
-def _overlapping_integrations() -> list[Any]:
-    """The classes of ``OVERLAPPING_INTEGRATIONS`` this sentry-sdk has; a module that cannot be imported
-    (its framework is not installed) has nothing to disable."""
-    found: list[Any] = []
-    for module, name in OVERLAPPING_INTEGRATIONS:
-        try:
-            found.append(getattr(importlib.import_module(module), name))
-        except Exception:
-            continue
-    return found
-
-
 def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     """Adopt the active sentry-sdk client (its own tracing switched off) or create one for the bridge.
 
@@ -177,12 +105,12 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
                 ", ".join(sorted(config.sentry_options)),
             )
         return
-    _check_sentry_options(config.sentry_options)
+    check_sentry_options(config.sentry_options)
     sentry_options.warn_about(config.sentry_options)
     options: dict[str, Any] = {**_resource_defaults(resource), **config.sentry_options}
     options["disabled_integrations"] = [
         *(options.get("disabled_integrations") or ()),
-        *_overlapping_integrations(),
+        *overlapping_integrations(),
     ]
     if config.environment:
         options["environment"] = config.environment
@@ -207,6 +135,8 @@ def install_propagators(env: Mapping[str, str]) -> None:
     sentry-sdk registers its own (deprecated) propagator under the same entry-point name ``sentry``; where
     ``OTEL_PROPAGATORS`` named ``sentry`` and got that one, ours takes its place.
     """
+    from opentelemetry import propagate
+
     if not env.get("OTEL_PROPAGATORS", "").strip():
         propagate.set_global_textmap(default_propagator())
         return
@@ -228,16 +158,6 @@ def install_event_processor() -> None:
         _event_processor_added = True
 
 
-def spotlight_requested(options: Mapping[str, Any], env: Mapping[str, str]) -> bool:
-    """Whether sentry-sdk will send to Spotlight: ``spotlight=True`` or a URL, else ``SENTRY_SPOTLIGHT``
-    true or a URL, unless ``spotlight=False``. Spotlight works without a DSN, as in sentry-sdk."""
-    chosen = options.get("spotlight")
-    if chosen is not None:
-        return chosen is True or (isinstance(chosen, str) and bool(chosen.strip()))
-    raw = env.get("SENTRY_SPOTLIGHT", "").strip()
-    return bool(raw) and env_to_bool(raw, strict=True) is not False
-
-
 def active_processor() -> Optional[SentrySpanProcessor]:
     return _processor
 
@@ -250,35 +170,23 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
     """
     global _processor
     env = os.environ
-    config = read_config(options, env)
+    resolved = resolve(options, env)
+    config = resolved.config
     with _lock:
         if _processor is not None:
             return _processor
-        if config.disabled:
-            logger.warning("otel_bridge is off: OTEL_SDK_DISABLED=true")
+        if resolved.off_reason is not None:
+            logger.warning("otel_bridge is off: %s", resolved.off_reason)
             return None
-        spotlight_only = not config.dsn and spotlight_requested(config.sentry_options, env)
-        if not config.dsn and not spotlight_only and not sentry_sdk.get_client().is_active():
-            logger.warning(
-                "otel_bridge is off: no Sentry DSN (set SENTRY_DSN or pass dsn=..., or spotlight=True / "
-                "SENTRY_SPOTLIGHT for Sentry's local Spotlight UI)"
-            )
-            return None
-        if config.dsn:
-            try:
-                Dsn(config.dsn)
-            except Exception as exc:
-                raise ConfigError(f"SENTRY_DSN is not a valid Sentry DSN ({exc})") from None
-
-        if not sentry_sdk.get_client().is_active():
-            _check_sentry_options(config.sentry_options)
-        provider, created = _tracer_provider(env)
+        for warning in resolved.warnings:
+            logger.warning("otel_bridge: %s", warning)
+        provider, created = _tracer_provider(resolved)
         start_sentry(config, provider.resource.attributes if provider is not None else {})
         install_event_processor()
         install_propagators(env)
         compat.verify()
 
-        sampling.configure(_sentry_sample_rate(config))
+        sampling.configure(resolved.sample_rate)
         processor = SentrySpanProcessor(
             max_spans_per_trace=config.max_spans_per_trace,
             max_open_traces=config.max_open_traces,
@@ -291,17 +199,6 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
         atexit.register(flush_before_exit)
         logger.debug("otel_bridge on (TracerProvider %s)", "created" if created else "adopted")
         return processor
-
-
-def _sentry_sample_rate(config: BridgeConfig) -> float:
-    """The bridge's rate when given; else the ``traces_sample_rate`` of a client the user initialised
-    with ``sentry_sdk.init``; else 1.0 (the OTel sampler alone decides)."""
-    if config.traces_sample_rate_given:
-        return config.traces_sample_rate
-    adopted = sentry_sdk.get_client().options.get("traces_sample_rate")
-    if adopted is None:
-        return config.traces_sample_rate
-    return parse_rate("traces_sample_rate", adopted)
 
 
 def flush(timeout: float = 2.0) -> bool:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import importlib.util
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,19 +16,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from importlib.metadata import entry_points
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Optional
 
 import otel_bridge
 from otel_bridge import sentry_options
-from otel_bridge.config import RATIO_SAMPLERS, ConfigError, read_config, validate_otel_environment
-from otel_bridge.devserver import DevServer, ReceivedItem
+from otel_bridge.config import ConfigError
+from otel_bridge.describe import Style, duration_of
+from otel_bridge.devserver import DevServer, ReceivedItem, in_reading_order
+from otel_bridge.resolution import Resolved
 
 DEMO_INSTALL_HINT = "pip install 'otel-bridge[demo]'"
 DEMO_SERVICE_NAME = "seed-example"
-DEFAULT_PROPAGATORS = "tracecontext,baggage"
-DEFAULT_SAMPLER = "parentbased_always_on"
 ITEMS_TIMEOUT = 10.0
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -139,6 +143,33 @@ def _expected_note(path: str) -> str:
     return ""
 
 
+def _explain_demo_discards(items: Sequence[ReceivedItem], server: str) -> None:
+    """The error a client report counts as dropped by an event processor is, in the demo, the server's
+    log line about the exception the middleware had already reported: sentry-sdk's logging integration
+    makes it an event, and its dedupe integration (or, for granian's text-only echo, the bridge) drops it."""
+    duplicates = sum(
+        entry.get("quantity", 0)
+        for item in items
+        if item.type == "client_report" and item.payload is not None
+        for entry in item.payload.get("discarded_events") or []
+        if isinstance(entry, Mapping)
+        and entry.get("reason") == "event_processor"
+        and entry.get("category") == "error"
+        and isinstance(entry.get("quantity"), int)
+    )
+    if duplicates:
+        _out()
+        _out(
+            _indent(
+                f"{'The discarded error' if duplicates == 1 else f'The {duplicates} discarded errors'}: "
+                f"{server} logged the exception the app raised,\n"
+                "sentry-sdk's logging integration turned the log line into a second event, and it was\n"
+                "dropped as a duplicate of the error event above. Nothing was lost.",
+                "  ",
+            )
+        )
+
+
 def demo(requests: int, example: str = "seed", server: str = "uvicorn") -> int:
     try:
         import httpx
@@ -186,7 +217,9 @@ def demo(requests: int, example: str = "seed", server: str = "uvicorn") -> int:
                 print(_indent(_server_log(log), "  | "), file=sys.stderr)
                 return 1
             request_failed = False
-            with httpx.Client(base_url=base_url, timeout=10.0) as client:
+            # one connection per request: a server may close a kept-alive connection after an app's
+            # exception, and a request sent on it just then is reset
+            with httpx.Client(base_url=base_url, timeout=10.0, headers={"Connection": "close"}) as client:
                 for path in paths:
                     try:
                         response = client.get(path)
@@ -207,12 +240,28 @@ def demo(requests: int, example: str = "seed", server: str = "uvicorn") -> int:
         finally:
             _stop(process)
 
-        items = receiver.items
+        items = in_reading_order(receiver.items)
         _out()
-        _out(f"The receiver got {len(items)} item(s)" + (":" if items else "."))
+        _out(
+            f"The receiver got {len(items)} item(s)"
+            + (", each request's transaction followed by its errors:" if items else ".")
+        )
+        style = Style(colour=wants_colour(sys.stdout), stable=True)
         for number, item in enumerate(items, 1):
             _out()
-            _out(_indent(f"[{number}] {item.describe()}", "  "))
+            _out(_indent(f"[{number}] {item.describe(style)}", "  "))
+        _explain_demo_discards(items, server)
+        durations = [
+            (number, item, duration_of(item.type, item.payload))
+            for number, item in enumerate(items, 1)
+            if item.payload is not None and duration_of(item.type, item.payload)
+        ]
+        if durations:
+            _out()
+            _out("Durations (they change from run to run):")
+            for number, item, duration in durations:
+                name = (item.payload or {}).get("transaction")
+                _out(f"  [{number}] {item.type} {name}  {duration}")
         _out()
         missing = _missing(items, len(paths), expected_errors)
         if missing or request_failed:
@@ -228,48 +277,155 @@ def demo(requests: int, example: str = "seed", server: str = "uvicorn") -> int:
         return 0
 
 
-def receive(port: int) -> int:
-    print_lock = threading.Lock()
+RECEIVE_KEY = "local"
+DEFAULT_PROJECT = "1"
+RECEIVE_EXIT_CODES = """output:
+  Readable text by default, coloured only when stdout is a terminal (and NO_COLOR is unset). With --json,
+  stdout has one JSON payload per line and the DSN and status lines go to stderr.
+
+exit codes:
+  0  stopped with Ctrl-C or SIGTERM (or stdout was closed)
+  1  cannot listen on the port (in use, or not allowed), or cannot go on writing --save
+  2  bad arguments: a port outside 0-65535, a --save file that cannot be written
+"""
+
+
+class _Stopped(Exception):
+    """SIGTERM, for the receiver's main loop."""
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise _Stopped
+
+
+def _port_number(text: str) -> Optional[int]:
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 65535 else None
+
+
+def wants_colour(stream: Any) -> bool:
+    """ANSI colour only on a terminal, and never with ``NO_COLOR`` set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:
+        return False
+
+
+def _saved_line(item: ReceivedItem) -> str:
+    stamp = datetime.fromtimestamp(item.received_at, timezone.utc).isoformat().replace("+00:00", "Z")
+    record: dict[str, Any] = {
+        "type": item.type,
+        "received_at": stamp,
+        "project": item.project,
+        "envelope": dict(item.envelope_headers),
+        "headers": dict(item.headers),
+    }
+    if item.payload is not None:
+        record["payload"] = item.payload
+    else:
+        record["payload_base64"] = base64.b64encode(item.raw).decode("ascii")
+    return json.dumps(record, ensure_ascii=False, default=str)
+
+
+def _raw_json(item: ReceivedItem) -> str:
+    if item.payload is not None:
+        return json.dumps(item.payload, ensure_ascii=False, separators=(",", ":"), default=str)
+    return json.dumps(item.raw.decode("utf-8", "replace"), ensure_ascii=False)
+
+
+def receive(port: str = "0", *, as_json: bool = False, save: Optional[str] = None) -> int:
+    number = _port_number(str(port))
+    if number is None:
+        _fail(f"--port must be a number from 0 to 65535 (0 picks a free port), not {port!r}")
+        return 2
+    lock = threading.Lock()
+    problems: list[str] = []
+    stopping = threading.Event()
+    saved: Optional[IO[str]] = None
+    style = Style(colour=not as_json and wants_colour(sys.stdout))
+    status = sys.stderr if as_json else sys.stdout
+    count = 0
+
+    def say(text: str = "") -> None:
+        print(text, file=status, flush=True)
 
     def show(item: ReceivedItem) -> None:
-        stamp = time.strftime("%H:%M:%S", time.localtime(item.received_at))
-        with print_lock:
-            _out(f"[{stamp}] {item.describe()}")
-            _out()
+        nonlocal count
+        with lock:
+            if stopping.is_set():
+                return
+            count += 1
+            try:
+                if saved is not None:
+                    saved.write(_saved_line(item) + "\n")
+                    saved.flush()
+            except OSError as exc:
+                problems.append(f"cannot go on writing --save {save}: {exc.strerror or exc}")
+                stopping.set()
+                return
+            try:
+                if as_json:
+                    sys.stdout.write(_raw_json(item) + "\n")
+                else:
+                    where = "" if item.project == DEFAULT_PROJECT else f" project {item.project}"
+                    stamp = time.strftime("%H:%M:%S", time.localtime(item.received_at))
+                    sys.stdout.write(f"{style.paint(f'[{stamp}{where}]', '2')} {item.describe(style)}\n\n")
+                sys.stdout.flush()
+            except OSError:
+                # stdout was closed (``| head``): stop quietly, as other command-line tools do.
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                stopping.set()
 
     try:
-        server = DevServer(port, on_item=show)
+        server = DevServer(number, project=DEFAULT_PROJECT, public_key=RECEIVE_KEY, on_item=show)
     except OSError as exc:
-        _fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+        reason = exc.strerror or str(exc)
+        hint = "; pick another --port, or leave it out for a free one" if number else ""
+        _fail(f"cannot listen on 127.0.0.1:{number}: {reason}{hint}")
         return 1
-    with server:
-        with print_lock:
-            _out(f"Local Sentry receiver listening on http://127.0.0.1:{server.port}")
-            _out("Point an app at it with:")
-            _out(f"  export SENTRY_DSN={server.dsn}")
-            _out("Waiting for events; Ctrl-C to stop.")
-            _out()
+    if save is not None:
         try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            _out("Stopped.")
-    return 0
-
-
-def _names(raw: str) -> list[str]:
-    return [name.strip().lower() for name in raw.split(",") if name.strip()]
-
-
-def _check_installed(variable: str, names: list[str], group: str, always: Sequence[str]) -> None:
-    installed = {entry.name for entry in entry_points(group=group)}
-    accepted = sorted({*always, *installed})
-    for name in names:
-        if name not in accepted:
-            raise ConfigError(
-                f"{variable} names {name!r}, which is not installed: "
-                f"accepted values are {', '.join(accepted)}"
+            saved = open(save, "a", encoding="utf-8")  # noqa: SIM115 (closed below, after the server)
+        except OSError as exc:
+            server.stop()
+            _fail(f"cannot write to --save {save}: {exc.strerror or exc}")
+            return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) if in_main_thread else None
+    try:
+        with contextlib.suppress(KeyboardInterrupt, _Stopped), server:
+            say(
+                f"otel-bridge receive: a local Sentry endpoint on http://127.0.0.1:{server.port} "
+                "(no Sentry account; any key is accepted)"
             )
+            say("Point apps at it (several can share it; another project number, e.g. /2, tells them apart):")
+            say(f"  export SENTRY_DSN={server.dsn}")
+            if save is not None:
+                say(f"Appending every item to {save} as a JSON line.")
+            say("Waiting for events; Ctrl-C to stop.")
+            say()
+            while not stopping.wait(0.5):
+                pass
+    finally:
+        stopping.set()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if saved is not None:
+            with lock:
+                saved.close()
+    if problems:
+        _fail(problems[0])
+        return 1
+    with contextlib.suppress(OSError):
+        say(f"Stopped: {count} item(s) received" + (f", appended to {save}." if save else "."))
+    return 0
 
 
 def _resource_attributes() -> Mapping[str, Any]:
@@ -278,35 +434,21 @@ def _resource_attributes() -> Mapping[str, Any]:
     return Resource.create().attributes
 
 
-def _described_dsn(dsn: str) -> tuple[str, str]:
-    from sentry_sdk.utils import Dsn
-
-    try:
-        parsed = Dsn(dsn)
-    except ValueError as exc:
-        raise ConfigError(f"SENTRY_DSN is not a valid Sentry DSN ({exc})") from None
-    host = f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}"
-    return host, parsed.project_id
-
-
-def _configuration(env: Mapping[str, str]) -> tuple[list[tuple[str, str]], Optional[str]]:
-    """The lines ``doctor`` prints, and the DSN; raises :class:`ConfigError` for a value init() rejects."""
-    validate_otel_environment(env)
-    config = read_config({}, env)
-    exporter_names = _names(env.get("OTEL_TRACES_EXPORTER", ""))
-    _check_installed(
-        "OTEL_TRACES_EXPORTER", exporter_names, "opentelemetry_traces_exporter", ("none", "sentry")
-    )
-    propagators = _names(env.get("OTEL_PROPAGATORS", "")) or _names(DEFAULT_PROPAGATORS)
-    _check_installed("OTEL_PROPAGATORS", propagators, "opentelemetry_propagator", ("none",))
+def _configuration(resolved: Resolved, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The lines ``doctor`` prints, all from what ``init()`` resolved."""
+    config = resolved.config
     resource = _resource_attributes()
     lines: list[tuple[str, str]] = []
 
-    if config.dsn:
-        host, project = _described_dsn(config.dsn)
-        lines += [("dsn host", host), ("dsn project", project)]
+    if resolved.dsn_host and resolved.dsn_project:
+        lines += [("dsn host", resolved.dsn_host), ("dsn project", resolved.dsn_project)]
     else:
         lines += [("dsn host", "(no SENTRY_DSN)"), ("dsn project", "(no SENTRY_DSN)")]
+    lines.append(("spotlight", "on (spotlight / SENTRY_SPOTLIGHT)" if resolved.spotlight else "off"))
+    if resolved.adopts_client:
+        lines.append(
+            ("sentry-sdk client", "already initialised in this process: otel_bridge.init() adopts it")
+        )
 
     if config.environment:
         lines.append(("environment", f"{config.environment} (SENTRY_ENVIRONMENT)"))
@@ -340,46 +482,46 @@ def _configuration(env: Mapping[str, str]) -> tuple[list[tuple[str, str]], Optio
         origin = "OTel default; set OTEL_SERVICE_NAME"
     lines.append(("service name", f"{service} ({origin})"))
 
-    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler:
-        if sampler in RATIO_SAMPLERS:
-            arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip() or "1.0 (default)"
-            lines.append(("sampler", f"{sampler}, arg {arg}"))
-        else:
-            lines.append(("sampler", sampler))
+    sampler_origin = "" if env.get("OTEL_TRACES_SAMPLER", "").strip() else " (default)"
+    if resolved.sampler_arg is not None:
+        lines.append(("sampler", f"{resolved.sampler}, arg {resolved.sampler_arg}{sampler_origin}"))
     else:
-        lines.append(("sampler", f"{DEFAULT_SAMPLER} (default)"))
-    rate_origin = "OTEL_BRIDGE_TRACES_SAMPLE_RATE" if env.get("OTEL_BRIDGE_TRACES_SAMPLE_RATE") else "default"
-    lines.append(("sentry sample rate", f"{config.traces_sample_rate} ({rate_origin})"))
+        lines.append(("sampler", f"{resolved.sampler}{sampler_origin}"))
+    lines.append(("sentry sample rate", f"{resolved.sample_rate} ({resolved.sample_rate_origin})"))
 
-    exporters = [name for name in exporter_names if name not in ("none", "sentry")]
-    if exporters:
-        lines.append(("exporters", f"{', '.join(exporters)} and Sentry (OTEL_TRACES_EXPORTER)"))
-    elif env.get("OTEL_TRACES_EXPORTER", "").strip():
-        lines.append(("exporters", "Sentry only (OTEL_TRACES_EXPORTER)"))
+    others = ", ".join(
+        f"{exporter.name} ({exporter.entry_point.name})" if exporter.name == "otlp" else exporter.name
+        for exporter in resolved.exporters
+    )
+    origin = (
+        "OTEL_TRACES_EXPORTER"
+        if env.get("OTEL_TRACES_EXPORTER", "").strip()
+        else "OTEL_TRACES_EXPORTER unset"
+    )
+    if others:
+        lines.append(("exporters", f"{others} and Sentry ({origin})"))
     else:
-        lines.append(("exporters", "Sentry only (OTEL_TRACES_EXPORTER unset)"))
-
-    origin = "OTEL_PROPAGATORS" if env.get("OTEL_PROPAGATORS", "").strip() else "default"
-    lines.append(("propagators", f"{', '.join(propagators)} ({origin})"))
-
-    pii = getattr(config, "send_default_pii", None)
-    if pii is None:
-        pii = config.sentry_options.get("send_default_pii")
-    if pii is None:
-        note = "default"
-        if env.get("SENTRY_SEND_DEFAULT_PII", "").strip():
-            note = (
-                "default; SENTRY_SEND_DEFAULT_PII is set but not read: pass send_default_pii=True to init()"
+        lines.append(("exporters", f"Sentry only ({origin})"))
+    if resolved.sentry_exporter:
+        lines.append(
+            (
+                "sentry exporter",
+                "named in OTEL_TRACES_EXPORTER: it sends only where otel_bridge.init() is not called "
+                "(opentelemetry-instrument alone); with init(), init()'s processor sends instead",
             )
-        lines.append(("send_default_pii", f"False ({note})"))
-    else:
-        lines.append(("send_default_pii", str(bool(pii))))
+        )
 
-    candidates = ("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
-    variable = next((name for name in candidates if name in env), None)
-    excluded = env[variable].strip() if variable else ""
-    lines.append(("excluded urls", f"{excluded} ({variable})" if excluded else "(none)"))
+    origin = "OTEL_PROPAGATORS" if resolved.propagators_from_env else "default"
+    lines.append(("propagators", f"{', '.join(resolved.propagators)} ({origin})"))
+
+    lines.append(("send_default_pii", f"{resolved.send_default_pii} ({resolved.pii_origin})"))
+    if resolved.data_collection:
+        lines.append(("data_collection", resolved.data_collection))
+
+    if resolved.excluded_urls:
+        lines.append(("excluded urls", f"{resolved.excluded_urls} ({resolved.excluded_urls_variable})"))
+    else:
+        lines.append(("excluded urls", "(none)"))
     for label, suffix in (
         ("captured request headers", "SERVER_REQUEST"),
         ("captured response headers", "SERVER_RESPONSE"),
@@ -388,94 +530,167 @@ def _configuration(env: Mapping[str, str]) -> tuple[list[tuple[str, str]], Optio
         lines.append((label, captured or "(none)"))
     opt_in = env.get("OTEL_SEMCONV_STABILITY_OPT_IN", "").strip()
     lines.append(("semconv opt-in", opt_in or "(unset: the old HTTP semantic conventions)"))
-    return lines, config.dsn
+    lines.append(
+        (
+            "bridge limits",
+            f"{config.max_spans_per_trace} spans a trace, {config.max_open_traces} open traces, "
+            f"{config.max_queued_traces} queued traces, "
+            f"{config.max_queued_bytes // (1024 * 1024)} MiB queued",
+        )
+    )
+    return lines
 
 
-def _outcome_of_drop(reason: str) -> str:
-    if reason.startswith("status_"):
-        code = reason[len("status_") :]
-        return "rate limited (HTTP 429)" if code == "429" else f"rejected with HTTP {code}"
-    if reason == "self_rate_limits":
-        return "held back: sentry-sdk is still rate limited by an earlier answer"
-    if reason == "full_queue":
-        return "dropped: sentry-sdk's queue is full"
-    return f"dropped by sentry-sdk ({reason})"
+def _test_event(resolved: Resolved) -> dict[str, Any]:
+    import datetime
+    import uuid
+
+    event: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "platform": "python",
+        "level": "info",
+        "logger": "otel_bridge.doctor",
+        "message": TEST_EVENT_MESSAGE,
+        "sdk": {"name": "otel-bridge.doctor", "version": otel_bridge.__version__},
+    }
+    if resolved.config.environment:
+        event["environment"] = resolved.config.environment
+    if resolved.config.release:
+        event["release"] = resolved.config.release
+    return event
 
 
-def _send_test_event(dsn: str) -> tuple[bool, str]:
-    """Send one message; ``(True, ...)`` only when the server answered it with a 2xx status."""
-    import sentry_sdk
-    from sentry_sdk.transport import HttpTransport
+def _pool(url: str) -> Any:
+    """An urllib3 pool as sentry-sdk's transport would use: CA bundle from ``SSL_CERT_FILE`` /
+    ``REQUESTS_CA_BUNDLE`` / certifi, proxy from ``HTTPS_PROXY`` / ``HTTP_PROXY``."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    import certifi
+    import urllib3
+
+    ca_certs = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return urllib3.ProxyManager(proxy, ca_certs=ca_certs, cert_reqs="CERT_REQUIRED")
+    return urllib3.PoolManager(ca_certs=ca_certs, cert_reqs="CERT_REQUIRED")
+
+
+def _send_test_event(resolved: Resolved) -> tuple[bool, str]:
+    """POST one message event to the DSN's envelope endpoint and say what the server answered; ``True``
+    only for a 2xx status."""
+    from sentry_sdk.envelope import Envelope
     from sentry_sdk.utils import Dsn
 
+    dsn = resolved.config.dsn
+    assert dsn is not None
     parsed = Dsn(dsn)
     secrets = [value for value in (parsed.public_key, parsed.secret_key) if value]
 
     def redacted(text: str) -> str:
         for secret in secrets:
             text = text.replace(secret, "***")
-        return text
+        return " ".join(text.split())[:300]
 
-    class CheckedTransport(HttpTransport):
-        def __init__(self, options: dict[str, Any]) -> None:
-            super().__init__(options)
-            self.outcome: Optional[str] = None
-            self.done = threading.Event()
-
-        def on_dropped_event(self, reason: str) -> None:
-            if self.outcome is None and reason != "network":
-                self.outcome = _outcome_of_drop(reason)
-            super().on_dropped_event(reason)
-            if reason in ("self_rate_limits", "full_queue"):
-                self.done.set()
-
-        def _send_request(self, *args: Any, **kwargs: Any) -> None:
-            try:
-                super()._send_request(*args, **kwargs)
-            except Exception as exc:
-                if self.outcome is None:
-                    self.outcome = redacted(f"network error: {type(exc).__name__}: {exc}")[:300]
-                raise
-            finally:
-                if self.outcome is None:
-                    self.outcome = "accepted"
-                self.done.set()
-
-    sentry_sdk.init(dsn=dsn, transport=CheckedTransport, default_integrations=False)
-    client = sentry_sdk.get_client()
+    auth = parsed.to_auth(f"otel-bridge-doctor/{otel_bridge.__version__}")
+    url = auth.get_api_url()
+    event = _test_event(resolved)
+    envelope = Envelope(headers={"event_id": event["event_id"], "sent_at": event["timestamp"]})
+    envelope.add_event(event)  # type: ignore[arg-type]
+    headers = {"Content-Type": "application/x-sentry-envelope", "X-Sentry-Auth": auth.to_header()}
     try:
-        event_id = sentry_sdk.capture_message(TEST_EVENT_MESSAGE, level="info")
-        client.flush(timeout=TEST_EVENT_TIMEOUT)
-        transport = client.transport
-        if not isinstance(transport, CheckedTransport) or event_id is None:
-            return False, "not sent: sentry-sdk did not hand it to its transport"
-        if not transport.done.wait(TEST_EVENT_TIMEOUT) or transport.outcome is None:
-            return False, f"could not be sent within {TEST_EVENT_TIMEOUT:.0f} s"
-        if transport.outcome == "accepted":
-            return True, f"sent to {parsed.netloc}, accepted (event id {event_id})"
-        return False, f"not sent to {parsed.netloc}: {transport.outcome}"
-    finally:
-        client.close(timeout=1)
+        response = _pool(url).request(
+            "POST",
+            url,
+            body=envelope.serialize(),
+            headers=headers,
+            timeout=TEST_EVENT_TIMEOUT,
+            retries=False,
+        )
+    except Exception as exc:
+        return False, redacted(f"not sent to {parsed.netloc}: {type(exc).__name__}: {exc}")
+    status = int(response.status)
+    reason = response.reason or ""
+    if 200 <= status < 300:
+        return True, f"accepted by {parsed.netloc}: HTTP {status} (event id {event['event_id']})"
+    body = redacted(response.data.decode("utf-8", "replace")) or "(empty body)"
+    if status == 429:
+        retry = response.headers.get("Retry-After") or response.headers.get("X-Sentry-Rate-Limits") or "?"
+        return False, redacted(f"rate limited by {parsed.netloc}: HTTP 429 (retry after {retry}): {body}")
+    return False, redacted(f"rejected by {parsed.netloc}: HTTP {status} {reason}: {body}")
 
 
-def doctor(send_test_event: bool) -> int:
+DOCTOR_EXIT_CODES = """exit codes:
+  0  otel_bridge.init() would send to Sentry (or Spotlight); the test event, if sent, was accepted
+  1  otel_bridge.init() would do nothing (no DSN, OTEL_SDK_DISABLED=true),
+     or the test event was not accepted
+  2  a value otel_bridge.init() rejects (one line on stderr naming it and the accepted values),
+     or the module given to --app could not be imported
+  3  it would work, but settings contradict each other or look mistyped
+     (each one a "warning:" line on stderr)"""
+
+
+def _integrations_warning(names: Sequence[str]) -> str:
+    listed = ", ".join(names)
+    sanic = " (and tags set in a Sanic view miss the transaction)" if "SanicIntegration" in names else ""
+    return (
+        f"the sentry-sdk client initialised with sentry_sdk.init() runs sentry-sdk's own {listed} next to "
+        "this bridge: each request still gives one transaction and one event per exception, but they open "
+        f"a second request scope on every request{sanic}; leave them out with "
+        f"sentry_sdk.init(disabled_integrations=[{', '.join(name + '()' for name in names)}]), or let "
+        "otel_bridge.init() create the client"
+    )
+
+
+def _import_app(target: str) -> None:
+    """Import the app's module, as a server would, so the process is as the app leaves it."""
+    import importlib
+
+    module = target.split(":", 1)[0]
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    importlib.import_module(module)
+
+
+def doctor(send_test_event: bool, app: Optional[str] = None) -> int:
+    from otel_bridge.resolution import resolve
+
     try:
-        lines, dsn = _configuration(os.environ)
+        if app:
+            _import_app(app)
+        resolved = resolve({}, os.environ)
     except ConfigError as exc:
         _fail(str(exc))
         return 2
+    except Exception as exc:
+        if not app:
+            raise
+        _fail(f"importing {app} failed: {type(exc).__name__}: {exc}")
+        return 2
+    lines = _configuration(resolved, os.environ)
     width = max(len(name) for name, _ in lines) + 1
     for name, value in lines:
         _out(f"{name + ':':<{width}} {value}")
-    if not dsn:
+    warnings = list(resolved.warnings)
+    if resolved.adopted_integrations:
+        warnings.append(_integrations_warning(resolved.adopted_integrations))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    if resolved.off_reason is not None:
         _out()
-        _fail("no Sentry DSN: set SENTRY_DSN (or pass dsn=... to otel_bridge.init()); nothing is sent")
+        _fail(f"otel_bridge.init() would do nothing: {resolved.off_reason}")
         return 1
     if send_test_event:
-        sent, outcome = _send_test_event(dsn)
+        if not resolved.config.dsn:
+            _out(f"{'test event:':<{width}} not sent: there is no DSN (Spotlight only)")
+            return 1
+        sent, outcome = _send_test_event(resolved)
         _out(f"{'test event:':<{width}} {outcome}")
-        return 0 if sent else 1
-    return 0
+        if not sent:
+            return 1
+    return 3 if warnings else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -509,17 +724,42 @@ def _parser() -> argparse.ArgumentParser:
     command = commands.add_parser(
         "receive",
         help="run a local Sentry receiver and print every event it gets",
-        description="Listen on 127.0.0.1, print a DSN to point apps at, and print each item as it arrives.",
+        description="Listen on 127.0.0.1, print a DSN to point your apps at, and show each item they send\n"
+        "as it arrives: transactions with their span tree, errors with their in-app frames, messages,\n"
+        "sessions, logs, streamed spans, and client reports in words. Needs no Sentry account.",
+        epilog=RECEIVE_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    command.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
+    command.add_argument(
+        "--port", default="0", metavar="N", help="port to listen on, 0-65535 (default 0: any free port)"
+    )
+    command.add_argument(
+        "--json", action="store_true", help="print each item's payload as one line of JSON instead of text"
+    )
+    command.add_argument(
+        "--save",
+        metavar="FILE",
+        help="also append each item to FILE as a JSON line (type, envelope and item headers, payload)",
+    )
     command = commands.add_parser(
         "doctor",
         help="check and print the configuration otel_bridge.init() will use",
-        description="Print the effective configuration from SENTRY_* and OTEL_* variables (never the DSN "
-        "key). Exit 2 on an invalid value, 1 when there is no DSN.",
+        description="Print the configuration otel_bridge.init() resolves from SENTRY_* and OTEL_*\n"
+        "variables, with the same code (never the DSN key), and warn about settings that\n"
+        "contradict each other.",
+        epilog=DOCTOR_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.add_argument(
-        "--send-test-event", action="store_true", help="also send a test message to the DSN's project"
+        "--send-test-event",
+        action="store_true",
+        help="also send a test message to the DSN's project and print what the server answered",
+    )
+    command.add_argument(
+        "--app",
+        metavar="MODULE",
+        help="import your app's module first (as a server would), so that its sentry_sdk.init(), "
+        "otel_bridge.init() and TracerProvider are checked too",
     )
     commands.add_parser(
         "options",
@@ -542,9 +782,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             _fail("interrupted")
             return 130
     if args.command == "receive":
-        return receive(args.port)
+        return receive(args.port, as_json=args.json, save=args.save)
     if args.command == "doctor":
-        return doctor(args.send_test_event)
+        return doctor(args.send_test_event, args.app)
     if args.command == "options":
         print(sentry_options.markdown_table())
         return 0

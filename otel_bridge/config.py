@@ -82,8 +82,57 @@ def parse_choice(name: str, raw: str, accepted: tuple[str, ...]) -> str:
     return value
 
 
+# The OTel SDK's batch span processor: whole numbers above 0 (milliseconds for the delay), a timeout of 0 or
+# more; and its span limits: whole numbers of 0 or more, or empty for no limit. A value it cannot parse is
+# only logged (batch processor) or a ValueError from deep inside the SDK (limits).
+BSP_POSITIVE = ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+BSP_DEFAULTS = {"OTEL_BSP_MAX_QUEUE_SIZE": 2048, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 512}
+SPAN_LIMITS = (
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+)
+
+
+def _whole_number(name: str, raw: str, minimum: int, accepted: str) -> int:
+    try:
+        number = int(raw.strip())
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise ConfigError(f"{name}={raw!r} is not valid: accepted values are {accepted}")
+    return number
+
+
+def _validate_otel_numbers(env: Mapping[str, str]) -> None:
+    sizes = dict(BSP_DEFAULTS)
+    for name in BSP_POSITIVE:
+        if env.get(name, "").strip():
+            sizes[name] = _whole_number(name, env[name], 1, "whole numbers above 0")
+    if env.get("OTEL_BSP_EXPORT_TIMEOUT", "").strip():
+        _whole_number(
+            "OTEL_BSP_EXPORT_TIMEOUT", env["OTEL_BSP_EXPORT_TIMEOUT"], 0, "whole numbers of 0 or more"
+        )
+    batch, queue = sizes["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], sizes["OTEL_BSP_MAX_QUEUE_SIZE"]
+    if batch > queue:
+        raise ConfigError(
+            f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch} is not valid: accepted values are whole numbers up to "
+            f"OTEL_BSP_MAX_QUEUE_SIZE ({queue})"
+        )
+    for name in SPAN_LIMITS:
+        if env.get(name, "").strip():
+            _whole_number(name, env[name], 0, "whole numbers of 0 or more, or empty for no limit")
+
+
 def validate_otel_environment(env: Mapping[str, str]) -> None:
-    """Check the ``OTEL_*`` values whose misspelling the OTel SDK would only log, or silently ignore."""
+    """Check the ``OTEL_*`` values whose misspelling the OTel SDK would only log, silently ignore, or
+    raise about from deep inside."""
+    _validate_otel_numbers(env)
     sampler = env.get("OTEL_TRACES_SAMPLER", "").strip()
     if sampler:
         chosen = parse_choice("OTEL_TRACES_SAMPLER", sampler, KNOWN_SAMPLERS)

@@ -1,8 +1,8 @@
 """A loopback Sentry-compatible endpoint for people: it receives envelopes and shows what arrived.
 
-Used by ``otel-bridge demo`` and ``otel-bridge receive``. Standard library only; ``br`` bodies are accepted
-when the ``brotli`` package is importable. It is not a Sentry: it checks no key and keeps everything in
-memory, so point only local, short-lived processes at it.
+Used by ``otel-bridge demo`` and ``otel-bridge receive``; :mod:`otel_bridge.describe` says what arrived in
+words. Standard library only; ``br`` bodies are accepted when the ``brotli`` package is importable. It is not
+a Sentry: it checks no key and keeps everything in memory, so point only local processes at it.
 """
 
 from __future__ import annotations
@@ -17,15 +17,25 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Callable, Optional, cast
 
+from otel_bridge.describe import PLAIN, Style, describe, describe_bytes, started_at, trace_id_of
+
+__all__ = [
+    "DevServer",
+    "EnvelopeError",
+    "ReceivedItem",
+    "Style",
+    "decode_body",
+    "describe",
+    "in_reading_order",
+    "parse_envelope",
+]
+
 _PATH_RE = re.compile(r"^/api/(?P<project>[^/]+)/envelope/?$")
 _MAX_BODY = 100 * 1024 * 1024
-_SHOWN_SPANS = 5
-_SHOWN_FRAMES = 3
 
 
 class EnvelopeError(ValueError):
@@ -44,10 +54,10 @@ class ReceivedItem:
     project: str
     received_at: float
 
-    def describe(self) -> str:
+    def describe(self, style: Style = PLAIN) -> str:
         if self.payload is None:
-            return f"{self.type}: {len(self.raw)} bytes (not JSON)"
-        return describe(self.type, self.payload)
+            return describe_bytes(self.type, self.headers, self.raw, style)
+        return describe(self.type, self.payload, style)
 
 
 def _load_brotli() -> Optional[Callable[[bytes], bytes]]:
@@ -193,10 +203,11 @@ class DevServer:
         port: int = 0,
         *,
         project: str = "1",
+        public_key: Optional[str] = None,
         on_item: Optional[Callable[[ReceivedItem], None]] = None,
     ) -> None:
         self.project = project
-        self.public_key = secrets.token_hex(16)
+        self.public_key = public_key or secrets.token_hex(16)
         self._on_item = on_item
         self._items: list[ReceivedItem] = []
         self._changed = threading.Condition()
@@ -284,174 +295,28 @@ class DevServer:
                 self._on_item(item)
 
 
-def describe(item_type: str, payload: Mapping[str, Any]) -> str:
-    """What an envelope item says, as a few lines for a person reading a terminal."""
-    if item_type == "transaction":
-        return _describe_transaction(payload)
-    if item_type == "event":
-        return _describe_event(payload)
-    if item_type == "client_report":
-        return _describe_client_report(payload)
-    if item_type == "session":
-        return _describe_session(payload)
-    if item_type == "sessions":
-        aggregates = payload.get("aggregates") or []
-        return f"sessions: {len(aggregates)} aggregate bucket(s)"
-    keys = ", ".join(sorted(str(key) for key in payload)[:8])
-    return f"{item_type}: {{{keys}}}" if keys else f"{item_type}: (empty)"
+# After transactions and the events of their trace: the rest, in this order, then unknown types.
+_LATER_TYPES = ("event", "span", "log", "session", "sessions", "client_report")
 
 
-def _text(value: Any) -> str:
-    return "?" if value is None or value == "" else str(value)
-
-
-def _timestamp(value: Any) -> Optional[float]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def _duration_ms(item: Mapping[str, Any]) -> str:
-    start, end = _timestamp(item.get("start_timestamp")), _timestamp(item.get("timestamp"))
-    if start is None or end is None:
-        return "? ms"
-    return f"{(end - start) * 1000:.1f} ms"
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _request_line(event: Mapping[str, Any]) -> Optional[str]:
-    request = _mapping(event.get("request"))
-    data = _mapping(_mapping(_mapping(event.get("contexts")).get("trace")).get("data"))
-    method = request.get("method") or data.get("http.request.method") or data.get("http.method")
-    url = request.get("url") or data.get("url.full") or data.get("http.url")
-    if not url:
-        path = data.get("url.path") or data.get("http.target")
-        url = path if isinstance(path, str) else None
-    if not method and not url:
-        return None
-    query = request.get("query_string")
-    if isinstance(url, str) and query and "?" not in url:
-        url = f"{url}?{query}"
-    return f"{_text(method)} {_text(url)}"
-
-
-def _response_status(event: Mapping[str, Any]) -> Optional[str]:
-    contexts = _mapping(event.get("contexts"))
-    code = _mapping(contexts.get("response")).get("status_code")
-    if code is None:
-        code = _mapping(event.get("tags")).get("http.status_code")
-    if code is None:
-        data = _mapping(_mapping(contexts.get("trace")).get("data"))
-        code = data.get("http.response.status_code") or data.get("http.status_code")
-    return None if code is None else str(code)
-
-
-def _describe_transaction(event: Mapping[str, Any]) -> str:
-    trace = _mapping(_mapping(event.get("contexts")).get("trace"))
-    source = _mapping(event.get("transaction_info")).get("source")
-    lines = [
-        f"transaction {_text(event.get('transaction'))}",
-        f"  source {_text(source)} | op {_text(trace.get('op'))} | status {_text(trace.get('status'))} | "
-        f"{_duration_ms(event)}",
-    ]
-    request = _request_line(event)
-    if request is not None:
-        status = _response_status(event)
-        lines.append(f"  request {request}" + (f" -> {status}" if status else " (the app sent no response)"))
-    lines.append(f"  trace {_text(trace.get('trace_id'))} span {_text(trace.get('span_id'))}")
-    spans = [span for span in event.get("spans") or [] if isinstance(span, Mapping)]
-    lines.append(f"  {len(spans)} child span(s)")
-    for span in spans[:_SHOWN_SPANS]:
-        lines.append(f"    {_text(span.get('op'))}  {_text(span.get('description'))}  {_duration_ms(span)}")
-    if len(spans) > _SHOWN_SPANS:
-        lines.append(f"    ... and {len(spans) - _SHOWN_SPANS} more")
-    return "\n".join(lines)
-
-
-def _frame_line(frame: Mapping[str, Any]) -> list[str]:
-    where = frame.get("filename") or frame.get("abs_path") or frame.get("module")
-    lines = [f"    {_text(where)}:{_text(frame.get('lineno'))} in {_text(frame.get('function'))}"]
-    context = frame.get("context_line")
-    if isinstance(context, str) and context.strip():
-        lines.append(f"        {context.strip()}")
-    return lines
-
-
-def _message_of(event: Mapping[str, Any]) -> Optional[str]:
-    logentry = _mapping(event.get("logentry"))
-    message = logentry.get("formatted") or logentry.get("message") or event.get("message")
-    if isinstance(message, Mapping):
-        message = message.get("formatted") or message.get("message")
-    return None if message is None else str(message)
-
-
-def _describe_event(event: Mapping[str, Any]) -> str:
-    values = [
-        value for value in _mapping(event.get("exception")).get("values") or [] if isinstance(value, Mapping)
-    ]
-    lines: list[str] = []
-    if values:
-        main = values[-1]
-        title = _text(main.get("type"))
-        if main.get("value"):
-            title += f": {main['value']}"
-        mechanism = _mapping(main.get("mechanism"))
-        handled = mechanism.get("handled")
-        state = "handled" if handled is True else "unhandled" if handled is False else "handled: unknown"
-        kind = f", mechanism {mechanism['type']}" if mechanism.get("type") else ""
-        lines.append(f"error {title}")
-        lines.append(f"  {state}{kind} | level {_text(event.get('level'))}")
-        if len(values) > 1:
-            lines.append(f"  chained after: {', '.join(_text(value.get('type')) for value in values[:-1])}")
-        frames = [
-            frame
-            for frame in _mapping(main.get("stacktrace")).get("frames") or []
-            if isinstance(frame, Mapping)
-        ]
-        if frames:
-            lines.append(f"  last {min(len(frames), _SHOWN_FRAMES)} of {len(frames)} frame(s), oldest first:")
-            for frame in frames[-_SHOWN_FRAMES:]:
-                lines.extend(_frame_line(frame))
-    else:
-        lines.append(f"message {_text(_message_of(event))}")
-        lines.append(f"  level {_text(event.get('level'))}")
-    if event.get("transaction"):
-        lines.append(f"  transaction {event['transaction']}")
-    request = _request_line(event)
-    if request is not None:
-        lines.append(f"  request {request}")
-    tags = _mapping(event.get("tags"))
-    if tags:
-        lines.append("  tags " + ", ".join(f"{key}={value}" for key, value in sorted(tags.items())))
-    trace = _mapping(_mapping(event.get("contexts")).get("trace"))
-    if trace:
-        lines.append(f"  trace {_text(trace.get('trace_id'))} span {_text(trace.get('span_id'))}")
-    else:
-        lines.append("  trace (none: not linked to a trace)")
-    return "\n".join(lines)
-
-
-def _describe_client_report(report: Mapping[str, Any]) -> str:
-    discarded = [entry for entry in report.get("discarded_events") or [] if isinstance(entry, Mapping)]
-    if not discarded:
-        return "client_report: nothing discarded"
-    parts = [
-        f"{_text(entry.get('quantity'))} {_text(entry.get('category'))} ({_text(entry.get('reason'))})"
-        for entry in discarded
-    ]
-    return "client_report: discarded " + ", ".join(parts)
-
-
-def _describe_session(session: Mapping[str, Any]) -> str:
-    return (
-        f"session: status {_text(session.get('status'))}, errors {_text(session.get('errors', 0))}, "
-        f"release {_text(_mapping(session.get('attrs')).get('release'))}"
+def in_reading_order(items: Sequence[ReceivedItem]) -> list[ReceivedItem]:
+    """Transactions by start time, each followed by the events of its trace; then other events, streamed
+    spans, logs, sessions, client reports and the rest, each in arrival order. What a person reads, the same
+    whichever of a process's queues delivered first."""
+    transactions = sorted(
+        (item for item in items if item.type == "transaction" and item.payload is not None),
+        key=lambda item: started_at(item.payload or {}),
     )
+    events_by_trace: dict[str, list[ReceivedItem]] = {}
+    for item in items:
+        trace_id = trace_id_of(item.payload) if item.type == "event" and item.payload is not None else None
+        if trace_id is not None:
+            events_by_trace.setdefault(trace_id, []).append(item)
+    ordered: list[ReceivedItem] = []
+    for transaction in transactions:
+        ordered.append(transaction)
+        ordered += events_by_trace.pop(trace_id_of(transaction.payload or {}) or "", [])
+    placed = {id(item) for item in ordered}
+    rest = [item for item in items if id(item) not in placed]
+    rank = {item_type: position for position, item_type in enumerate(_LATER_TYPES)}
+    return ordered + sorted(rest, key=lambda item: rank.get(item.type, len(rank)))

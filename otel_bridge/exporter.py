@@ -24,6 +24,7 @@ from otel_bridge import bootstrap, sampling
 from otel_bridge.assembly import TraceAssembler
 from otel_bridge.config import read_config
 from otel_bridge.drops import DropCounter
+from otel_bridge.processor import warn_without_client
 from otel_bridge.sending import send_trace
 
 logger = logging.getLogger("otel_bridge")
@@ -53,11 +54,14 @@ class SentrySpanExporter(SpanExporter):
         self._start_client()
 
     def _start_client(self) -> None:
+        # once it said it is off (no DSN, OTEL_SDK_DISABLED) it does not say so again at every batch
+        self._client_expected = False
         if self._config.disabled:
             logger.warning("otel_bridge's exporter is off: OTEL_SDK_DISABLED=true")
         elif not self._config.dsn and not sentry_sdk.get_client().is_active():
             logger.warning("otel_bridge's exporter is off: no Sentry DSN (set SENTRY_DSN)")
         else:
+            self._client_expected = True
             bootstrap.start_sentry(self._config, Resource.create().attributes)
             sampling.configure(self._config.traces_sample_rate)
             bootstrap.install_event_processor()
@@ -67,6 +71,8 @@ class SentrySpanExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         with self._lock:
             if not sentry_sdk.get_client().is_active():
+                if self._client_expected:
+                    warn_without_client("SentrySpanExporter")
                 return SpanExportResult.SUCCESS
             assembled = self._assembler.add(spans)
         if assembled.dropped_spans:

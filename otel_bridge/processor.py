@@ -7,6 +7,7 @@ queue; a root that never ends is evicted after ``root_timeout_seconds``. Drops a
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Optional
@@ -25,6 +26,21 @@ from otel_bridge.sampler_context import parent_sampled, sampling_context
 from otel_bridge.sampling import Decision, deciding, sample_with, traces_sampler
 from otel_bridge.sending import flush_client, send_trace
 from otel_bridge.worker import BackgroundWorker
+
+logger = logging.getLogger("otel_bridge")
+_warned_without_client = threading.Event()
+
+
+def warn_without_client(component: str) -> None:
+    """Said once per process, at the first finished trace that finds no active sentry-sdk client: the
+    client may well be initialised after the processor or exporter was made."""
+    if not _warned_without_client.is_set():
+        _warned_without_client.set()
+        logger.warning(
+            "otel_bridge: %s got a finished trace but no sentry-sdk client is active, so nothing is sent to "
+            "Sentry; call otel_bridge.init() (or sentry_sdk.init(dsn=...)) at start-up",
+            component,
+        )
 
 
 class _OpenTrace:
@@ -160,8 +176,11 @@ class SentrySpanProcessor(SpanProcessor):
         )
         isolation, current = owner.isolation, owner.current
         reported = request.reported if request is not None else frozenset()
+        client = sentry_sdk.get_client()
+        if not client.is_active():
+            warn_without_client("SentrySpanProcessor")
         # a client initialised after this processor was made waits for it too (a no-op once it does)
-        client_hooks.wait_for_bridge(sentry_sdk.get_client())
+        client_hooks.wait_for_bridge(client)
         root_context = root.get_span_context()
         trace_id = root_context.trace_id if root_context is not None else 0
         decision = owner.decision

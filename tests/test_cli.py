@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,23 +41,54 @@ def _cli(*args: str, env: Optional[dict[str, str]] = None) -> subprocess.Complet
     )
 
 
+def _demo_items(out: str) -> str:
+    """The demo's items section: what the README shows, the same on every run."""
+    start = out.index("The receiver got ")
+    return out[start : out.index("Durations (they change from run to run):")]
+
+
 def test_demo_shows_the_transactions_and_the_error_event(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "otel_bridge.cli", "demo"],
-        env=_clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert "error ZeroDivisionError: division by zero" in out
-    assert "in share_per_item" in out
-    assert "return total / items" in out
-    assert "status internal_error" in out
-    assert out.count("transaction /") >= 3
+    def run() -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "otel_bridge.cli", "demo"],
+            env=_clean_env(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    out = run()
+    assert "\x1b[" not in out
     assert "GET /divide?user=demo    -> 500" in out
+    items = _demo_items(out)
+    blocks = items.split("\n\n")
+    titles = [block.strip().splitlines()[0] for block in blocks[1:] if block.strip().startswith("[")]
+    assert titles == [
+        "[1] transaction /",
+        "[2] transaction /",
+        "[3] transaction /divide",
+        "[4] error ZeroDivisionError: division by zero",
+        "[5] sessions (one per request): 2 exited, 1 crashed (environment production)",
+        "[6] client report: the SDK discarded 1 error",
+    ]
+    error = next(block for block in blocks if "[4] error" in block).splitlines()
+    assert error[2:9] == [
+        "    frames (3 in-app of 8, oldest first):",
+        "      seed_app.py:43 in __call__",
+        "          body = build_body(self.scope)",
+        "      seed_app.py:24 in build_body",
+        '          return f"each item costs {share_per_item(100, 0)}".encode()',
+        "      seed_app.py:19 in share_per_item",
+        "          return total / items",
+    ]
+    assert "    1 error: event_processor = an event processor dropped it" in items
+    assert "The discarded error: uvicorn logged the exception the app raised," in items
+    assert " ms" not in items and "127.0.0.1" not in items, "nothing that changes between runs"
+    assert re.search(r"^  \[3\] transaction /divide  \d+\.\d ms$", out, re.M)
+    assert _demo_items(run()) == items
 
 
 def test_doctor_prints_host_and_project_but_never_the_key() -> None:
@@ -213,14 +245,14 @@ def test_describe_transaction() -> None:
             "spans": spans,
         },
     )
-    assert text.splitlines()[0] == "transaction /items/{item_id}"
-    assert "source route | op http.server | status ok | 125.0 ms" in text
-    assert "request GET http://shop/items/3?q=1 -> 200" in text
-    assert f"trace {'a' * 32}" in text
-    assert "7 child span(s)" in text
-    assert "db  SELECT 0  2.0 ms" in text
-    assert "SELECT 5" not in text
-    assert "... and 2 more" in text
+    lines = text.splitlines()
+    assert lines[:3] == [
+        "transaction /items/{item_id}",
+        "  op http.server | status ok | 125.0 ms | source route",
+        "  request GET http://shop/items/3?q=1 -> 200",
+    ]
+    assert f"  trace {'a' * 32} span {'b' * 16}" in lines
+    assert lines[lines.index("  spans (7):") + 1 :] == [f"    db  SELECT {n}  2.0 ms" for n in range(7)]
 
 
 def test_describe_transaction_from_span_data_only() -> None:
@@ -242,7 +274,7 @@ def test_describe_transaction_from_span_data_only() -> None:
     )
     assert "500.0 ms" in text
     assert "request GET /health (the app sent no response)" in text
-    assert "0 child span(s)" in text
+    assert "spans" not in text
 
 
 def _frame(n: int) -> dict[str, Any]:
@@ -266,7 +298,9 @@ def test_describe_error_event() -> None:
                         "type": "ValueError",
                         "value": "bad input",
                         "mechanism": {"type": "asgi", "handled": False},
-                        "stacktrace": {"frames": [_frame(n) for n in range(1, 6)]},
+                        "stacktrace": {
+                            "frames": [dict(_frame(n), in_app=n not in (1, 4)) for n in range(1, 6)]
+                        },
                     },
                 ]
             },
@@ -279,14 +313,15 @@ def test_describe_error_event() -> None:
     lines = text.splitlines()
     assert lines[0] == "error ValueError: bad input"
     assert "unhandled, mechanism asgi" in text
-    assert "chained after: KeyError" in text
+    assert "  chained from KeyError: 'x'" in lines
+    assert "  frames (3 in-app of 5, oldest first):" in lines
     frame_lines = [line.strip() for line in lines if ".py:" in line]
-    assert frame_lines == ["app/f3.py:3 in func3", "app/f4.py:4 in func4", "app/f5.py:5 in func5"]
-    assert lines[lines.index("    app/f5.py:5 in func5") + 1].strip() == "line 5"
-    assert "transaction /items/{item_id}" in text
-    assert "request POST http://shop/items/3" in text
-    assert "tags http.status_code=500, tenant=acme" in text
-    assert f"trace {'d' * 32} span {'e' * 16}" in text
+    assert frame_lines == ["app/f2.py:2 in func2", "app/f3.py:3 in func3", "app/f5.py:5 in func5"]
+    assert lines[lines.index("    app/f5.py:5 in func5") + 1] == "        line 5"
+    assert "  transaction /items/{item_id}" in lines
+    assert "  request POST http://shop/items/3" in lines
+    assert "  tags tenant=acme" in lines
+    assert f"  trace {'d' * 32} span {'e' * 16}" in lines
 
 
 def test_describe_handled_error_and_message() -> None:
@@ -300,13 +335,20 @@ def test_describe_handled_error_and_message() -> None:
     assert "not linked to a trace" in message
 
 
-def test_describe_other_items_in_one_line() -> None:
+def test_describe_other_items() -> None:
     report = describe(
         "client_report",
         {"discarded_events": [{"reason": "queue_overflow", "category": "transaction", "quantity": 3}]},
     )
-    assert report == "client_report: discarded 3 transaction (queue_overflow)"
+    assert report.splitlines() == [
+        "client report: the SDK discarded 3 transactions",
+        "  3 transactions: queue_overflow = the SDK's send queue was full",
+    ]
     session = describe("session", {"status": "exited", "errors": 0, "attrs": {"release": "1.0"}})
-    assert session == "session: status exited, errors 0, release 1.0"
+    assert session == "session exited, 0 errors (release 1.0)"
     assert describe("statsd", {"a": 1}) == "statsd: {a}"
-    assert "\n" not in describe("sessions", {"aggregates": [{}, {}]})
+    sessions = describe(
+        "sessions",
+        {"aggregates": [{"exited": 2, "crashed": 1}, {"exited": 1}], "attrs": {"environment": "e"}},
+    )
+    assert sessions == "sessions (one per request): 3 exited, 1 crashed (environment e)"

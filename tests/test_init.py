@@ -65,6 +65,22 @@ def test_otel_sdk_disabled_is_a_no_op_that_says_why(receiver: EnvelopeReceiver) 
             "console",
         ),
         ({"SENTRY_DSN": "not a dsn"}, "SENTRY_DSN", "valid Sentry DSN"),
+        ({"OTEL_PROPAGATORS": "tracecontext,b3"}, "OTEL_PROPAGATORS names 'b3'", "baggage, none, "),
+        # read by the OTel SDK when first imported, where it raised a ValueError
+        ({"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "lots"}, "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT='lots'", "0 or more"),
+        ({"SENTRY_SPOTLIGHT": "ture"}, "SENTRY_SPOTLIGHT='ture'", "http://localhost:8969/stream"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "-1"}, "OTEL_BSP_MAX_QUEUE_SIZE='-1'", "whole numbers above 0"),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "OTEL_BSP_SCHEDULE_DELAY='5s'", "whole numbers above 0"),
+        (
+            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"},
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=4096",
+            "up to OTEL_BSP_MAX_QUEUE_SIZE (2048)",
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL='http/json'",
+            "grpc, http/protobuf",
+        ),
     ],
 )
 def test_a_bad_value_raises_one_clear_error_naming_it(
@@ -83,6 +99,47 @@ def test_a_bad_value_raises_one_clear_error_naming_it(
     assert result.returncode == 0, result.stderr
     assert named in result.stdout
     assert accepted in result.stdout
+
+
+def test_importing_never_fails_because_of_the_environment(receiver: EnvelopeReceiver) -> None:
+    result = run_python(
+        """
+        import os
+        import otel_bridge
+        from otel_bridge.asgi import SentryAsgiMiddleware
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        print("IMPORTED", os.environ["OTEL_PROPAGATORS"])
+        try:
+            otel_bridge.init()
+        except otel_bridge.ConfigError as error:
+            print("ConfigError:", error)
+        """,
+        {"SENTRY_DSN": receiver.dsn, "OTEL_PROPAGATORS": "b3", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "lots"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "IMPORTED b3" in result.stdout, "the variable is left as the user set it"
+    assert "ConfigError: OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT='lots' is not valid" in result.stdout
+    assert result.stderr == ""
+
+
+def test_otlp_over_http_is_created_from_the_protocol_variable(receiver: EnvelopeReceiver) -> None:
+    result = run_python(
+        """
+        import otel_bridge
+        from opentelemetry import trace
+        otel_bridge.init()
+        processors = trace.get_tracer_provider()._active_span_processor._span_processors
+        print("EXPORTERS", sorted(type(getattr(p, "span_exporter", p)).__module__ for p in processors))
+        """,
+        {
+            "SENTRY_DSN": receiver.dsn,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in result.stdout
 
 
 def test_an_unknown_option_is_named(receiver: EnvelopeReceiver) -> None:
