@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck package unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+# The sdist and wheel a release would publish: built from this tree, checked by twine (metadata, README).
+package: $(STAMP)
+	rm -rf build/dist && mkdir -p build
+	$(BIN)/python -m build --quiet --outdir build/dist . > build/package.log 2>&1 || (cat build/package.log; exit 1)
+	$(BIN)/twine check --strict build/dist/*
+
+test: lint typecheck package unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
