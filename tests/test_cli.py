@@ -47,18 +47,23 @@ def _demo_items(out: str) -> str:
     return out[start : out.index("Durations (they change from run to run):")]
 
 
+def run_demo(cwd: Path, *args: str) -> str:
+    """``otel-bridge demo`` with ``args`` in a fresh interpreter; what it printed (it must succeed)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_bridge.cli", "demo", *args],
+        env=_clean_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def test_demo_shows_the_transactions_and_the_error_event(tmp_path: Path) -> None:
     def run() -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "otel_bridge.cli", "demo"],
-            env=_clean_env(),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+        return run_demo(tmp_path)
 
     out = run()
     assert "\x1b[" not in out

@@ -15,7 +15,7 @@ import pytest
 
 from tests.receiver import EnvelopeReceiver
 from tests.servers import REPO_ROOT
-from tests.test_cli import _clean_env
+from tests.test_cli import _clean_env, run_demo
 
 README = Path(REPO_ROOT) / "README.md"
 _BLOCK = re.compile(r"(?:<!-- (?P<marker>[^>]*) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)\n```", re.DOTALL)
@@ -102,16 +102,7 @@ def test_the_shell_snippets_run_in_a_clone(tmp_path: Path) -> None:
 def test_the_demo_output_shown_is_what_make_demo_prints(tmp_path: Path) -> None:
     text = README.read_text(encoding="utf-8")
     shown = text.split("<!-- demo-output -->\n```text\n", 1)[1].split("\n```", 1)[0]
-    result = subprocess.run(
-        [sys.executable, "-m", "otel_bridge.cli", "demo"],
-        env=_clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    printed = result.stdout.split("The receiver got", 1)[1]
+    printed = run_demo(tmp_path).split("The receiver got", 1)[1]
     printed = "The receiver got" + re.sub(r"\nDurations \(.*?\n\n", "\n", printed, flags=re.DOTALL)
     printed = printed.split("\nOK:", 1)[0] + "\nOK:" + printed.split("\nOK:", 1)[1].splitlines()[0]
     assert printed.strip() == shown.strip(), "regenerate the README's sample from `make demo`"
