@@ -34,7 +34,7 @@ from otel_bridge.streaming import (
     without_ignored,
 )
 from tests.receiver import Envelope, EnvelopeReceiver
-from tests.relay import assert_relay_valid
+from tests.relay import assert_relay_valid, transaction_from_spans
 from tests.test_middleware import call, http_scope
 
 STREAMING = "trace_lifecycle" in DEFAULT_OPTIONS  # sentry-sdk 2.66+
@@ -99,7 +99,8 @@ def span_envelopes(receiver: EnvelopeReceiver) -> list[Envelope]:
 
 
 def streamed(receiver: EnvelopeReceiver) -> list[dict[str, Any]]:
-    """Every span received, checked against the protocol, with plain attribute values."""
+    """Every span received, checked against the protocol and, as the transaction each envelope's trace
+    stands for, by Relay's normalizer; with plain attribute values."""
     spans = []
     for envelope in span_envelopes(receiver):
         for item in envelope.items_of("span"):
@@ -107,6 +108,8 @@ def streamed(receiver: EnvelopeReceiver) -> list[dict[str, Any]]:
             payload = item.json()
             assert payload["version"] == 2
             assert item.headers["item_count"] == len(payload["items"])
+            if any(span.get("is_segment") for span in payload["items"]):
+                assert_relay_valid(transaction_from_spans(payload["items"]))
             for span in payload["items"]:
                 assert_span_v2(span)
                 plain = {key: value for key, value in span.items() if key != "attributes"}
