@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
 
 from otel_bridge import client_hooks, compat, sampling, sentry_options, serialization
-from otel_bridge.config import BridgeConfig
+from otel_bridge.config import BridgeConfig, ConfigError
 from otel_bridge.errors import install_span_exception_marking, prepare_event
 from otel_bridge.processor import SentrySpanProcessor
 from otel_bridge.propagation import SentryPropagator, current_otel_ids, default_propagator
@@ -125,7 +125,11 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
             if config.max_queued_bytes == ConcurrentHttpTransport.max_queue_bytes
             else ConcurrentHttpTransport.with_max_queue_bytes(config.max_queued_bytes)
         )
-    sentry_sdk.init(dsn=config.dsn, **options)
+    try:
+        sentry_sdk.init(dsn=config.dsn, **options)
+    except (TypeError, ValueError) as exc:
+        # sentry-sdk checks some options itself (data_collection, ...); its message names the values
+        raise ConfigError(f"sentry_sdk.init rejected an option otel_bridge.init() passed on: {exc}") from None
     client_hooks.wait_for_bridge(sentry_sdk.get_client())
 
 

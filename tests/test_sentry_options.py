@@ -352,3 +352,31 @@ def test_a_sentry_sdk_span_in_a_streamed_request_does_not_rename_it(
     spans = [span for item in receiver.items("span") for span in item.json()["items"]]
     [segment] = [span for span in spans if span["is_segment"]]
     assert segment["name"] == "/cart"
+
+
+@pytest.mark.skipif(
+    "data_collection" not in inspect.signature(ClientConstructor.__init__).parameters,
+    reason="this sentry-sdk has no data_collection option",
+)
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ({"url_query_params": {"mode": "sometimes"}}, "'off', 'denylist', 'allowlist'"),
+        ("yes", "must be a dict"),
+    ],
+)
+def test_an_option_sentry_sdk_rejects_is_one_config_error(
+    receiver: EnvelopeReceiver, value: Any, named: str
+) -> None:
+    result = run_python(
+        f"""
+        import otel_bridge
+        try:
+            otel_bridge.init(dsn="{receiver.dsn}", data_collection={value!r})
+        except otel_bridge.ConfigError as exc:
+            print("CONFIG ERROR", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CONFIG ERROR sentry_sdk.init rejected an option" in result.stdout
+    assert named in result.stdout
