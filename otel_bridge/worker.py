@@ -81,7 +81,9 @@ class BackgroundWorker:
 
     def flush(self, timeout: float) -> bool:
         """``True`` once everything queued before this call has been handed to the client (or dropped and
-        counted); ``False`` when ``timeout`` ran out first."""
+        counted); ``False`` when ``timeout`` ran out first. Once stopped, nothing is left to hand over."""
+        if self._stopped:
+            return True
         thread = self._thread
         if thread is None or not thread.is_alive():
             if self._queue.empty():
@@ -92,6 +94,9 @@ class BackgroundWorker:
         return marker.done.wait(timeout)
 
     def stop(self, timeout: float) -> None:
+        """Hand over what is queued (within ``timeout``) and end the thread; a second call does nothing."""
+        if self._stopped:
+            return
         self.flush(timeout)
         self._stopped = True
         self._queue.put(_STOP)

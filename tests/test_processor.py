@@ -136,3 +136,16 @@ def test_unsampled_spans_are_not_sent(sentry: EnvelopeReceiver) -> None:
     processor.force_flush(2000)
     assert processor.open_trace_count() == 0
     assert sentry.transactions() == []
+
+
+def test_shutting_down_twice_sends_once_and_does_not_wait(sentry: EnvelopeReceiver) -> None:
+    provider, processor = make_provider()
+    with provider.get_tracer("t").start_as_current_span("job"):
+        pass
+    processor.shutdown()
+    started = time.monotonic()
+    provider.shutdown()  # shuts the processor down a second time
+    processor.force_flush(1000)
+    assert time.monotonic() - started < 0.5
+    [transaction] = sentry.wait_for_transactions(1)
+    assert transaction["transaction"] == "job"
