@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -25,15 +25,32 @@ def receiver() -> Iterator[EnvelopeReceiver]:
         yield started
 
 
+StartTraced = Callable[..., tuple[TracerProvider, SentrySpanProcessor]]
+
+
 @pytest.fixture
-def traced(receiver: EnvelopeReceiver) -> Iterator[tuple[TracerProvider, SentrySpanProcessor]]:
+def start_traced(receiver: EnvelopeReceiver) -> Iterator[StartTraced]:
+    """``start(**sentry_options)``: a sentry-sdk client sending to ``receiver`` and a private
+    ``TracerProvider`` with the processor; every provider started is shut down after the test."""
+    providers: list[TracerProvider] = []
+
+    def start(**options: Any) -> tuple[TracerProvider, SentrySpanProcessor]:
+        sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel", **options)
+        provider = TracerProvider()
+        processor = SentrySpanProcessor()
+        provider.add_span_processor(processor)
+        providers.append(provider)
+        return provider, processor
+
+    yield start
+    for provider in providers:
+        provider.shutdown()
+
+
+@pytest.fixture
+def traced(start_traced: StartTraced) -> tuple[TracerProvider, SentrySpanProcessor]:
     """A sentry-sdk client sending to ``receiver`` and a private ``TracerProvider`` with the processor."""
-    sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel")
-    provider = TracerProvider()
-    processor = SentrySpanProcessor()
-    provider.add_span_processor(processor)
-    yield provider, processor
-    provider.shutdown()
+    return start_traced()
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Callable
 
 import httpx
@@ -18,9 +18,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from otel_bridge import SentrySpanExporter, SentrySpanProcessor
+from otel_bridge import SentrySpanExporter
 from otel_bridge.asgi import SentryAsgiMiddleware
 from otel_bridge.bootstrap import install_event_processor
+from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 from tests.servers import ServerName, run_app
@@ -93,20 +94,13 @@ def serve_one_failing_request(app: Any) -> None:
 
 
 @pytest.fixture
-def processor_provider(receiver: EnvelopeReceiver) -> Iterator[Callable[[bool], TracerProvider]]:
-    providers: list[TracerProvider] = []
-
+def processor_provider(start_traced: StartTraced) -> Callable[[bool], TracerProvider]:
     def start(send_default_pii: bool) -> TracerProvider:
-        sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel", send_default_pii=send_default_pii)
+        provider, _processor = start_traced(send_default_pii=send_default_pii)
         install_event_processor()
-        provider = TracerProvider()
-        provider.add_span_processor(SentrySpanProcessor())
-        providers.append(provider)
         return provider
 
-    yield start
-    for provider in providers:
-        provider.shutdown()
+    return start
 
 
 def run_through_the_middleware(start: Callable[[bool], TracerProvider], send_default_pii: bool) -> None:

@@ -7,7 +7,6 @@ import http.server
 import inspect
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 from sentry_sdk.consts import ClientConstructor
 
-from otel_bridge import SentrySpanProcessor, sentry_options
+from otel_bridge import sentry_options
 from otel_bridge.asgi import SentryAsgiMiddleware
+from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver, parse_envelope
 from tests.relay import assert_relay_valid
 from tests.test_init import run_python
@@ -107,23 +107,6 @@ def test_enable_tracing_false_sends_no_transactions(receiver: EnvelopeReceiver) 
     assert receiver.transactions() == []
 
 
-@pytest.fixture
-def init_with(receiver: EnvelopeReceiver) -> Iterator[Any]:
-    providers: list[TracerProvider] = []
-
-    def start(**options: Any) -> tuple[TracerProvider, SentrySpanProcessor]:
-        sentry_sdk.init(dsn=receiver.dsn, instrumenter="otel", **options)
-        provider = TracerProvider()
-        processor = SentrySpanProcessor()
-        provider.add_span_processor(processor)
-        providers.append(provider)
-        return provider, processor
-
-    yield start
-    for provider in providers:
-        provider.shutdown()
-
-
 async def named_by_the_view(scope: Any, receive: Any, send: Any) -> None:
     sentry_sdk.get_current_scope().set_transaction_name("checkout flow", source="custom")
     sentry_sdk.capture_message("inside the view")
@@ -132,9 +115,9 @@ async def named_by_the_view(scope: Any, receive: Any, send: Any) -> None:
 
 
 def test_a_name_set_on_the_request_scope_names_the_transaction_and_its_events(
-    init_with: Any, receiver: EnvelopeReceiver
+    start_traced: StartTraced, receiver: EnvelopeReceiver
 ) -> None:
-    provider, processor = init_with()
+    provider, processor = start_traced()
     asyncio.run(call(SentryAsgiMiddleware(named_by_the_view, tracer_provider=provider), http_scope("/pay/7")))
     processor.force_flush(5000)
     [transaction] = receiver.wait_for_transactions(1)
@@ -149,13 +132,13 @@ def test_a_name_set_on_the_request_scope_names_the_transaction_and_its_events(
 
 
 def test_without_a_name_set_the_path_names_the_transaction(
-    init_with: Any, receiver: EnvelopeReceiver
+    start_traced: StartTraced, receiver: EnvelopeReceiver
 ) -> None:
     async def plain(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    provider, processor = init_with()
+    provider, processor = start_traced()
     asyncio.run(call(SentryAsgiMiddleware(plain, tracer_provider=provider), http_scope("/pay/7")))
     processor.force_flush(5000)
     [transaction] = receiver.wait_for_transactions(1)
@@ -171,9 +154,9 @@ class PaymentDeclined(Exception):
     "ignored", [[PaymentDeclined], ["PaymentDeclined"], [f"{__name__}.PaymentDeclined"]], ids=str
 )
 def test_ignore_errors_applies_to_exceptions_known_only_from_span_events(
-    init_with: Any, receiver: EnvelopeReceiver, ignored: list[Any]
+    start_traced: StartTraced, receiver: EnvelopeReceiver, ignored: list[Any]
 ) -> None:
-    provider, processor = init_with(ignore_errors=ignored)
+    provider, processor = start_traced(ignore_errors=ignored)
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span("charge") as span:
         span.record_exception(PaymentDeclined("card expired"))
@@ -192,9 +175,9 @@ async def not_found(scope: Any, receive: Any, send: Any) -> None:
 
 
 def test_trace_ignore_status_codes_drops_those_transactions_and_counts_them(
-    init_with: Any, receiver: EnvelopeReceiver
+    start_traced: StartTraced, receiver: EnvelopeReceiver
 ) -> None:
-    provider, processor = init_with(trace_ignore_status_codes={404})
+    provider, processor = start_traced(trace_ignore_status_codes={404})
     app = SentryAsgiMiddleware(not_found, tracer_provider=provider)
     asyncio.run(call(app, http_scope("/missing")))
     asyncio.run(call(SentryAsgiMiddleware(named_by_the_view, tracer_provider=provider), http_scope("/pay")))
@@ -301,9 +284,9 @@ def raise_and_record(provider: TracerProvider) -> None:
 
 @pytest.mark.parametrize("include", [True, False])
 def test_include_source_context_applies_to_frames_parsed_from_span_events(
-    init_with: Any, receiver: EnvelopeReceiver, include: bool
+    start_traced: StartTraced, receiver: EnvelopeReceiver, include: bool
 ) -> None:
-    provider, processor = init_with(include_source_context=include)
+    provider, processor = start_traced(include_source_context=include)
     raise_and_record(provider)
     processor.force_flush(5000)
     [event] = receiver.wait_for_events(1)
@@ -318,9 +301,9 @@ def test_include_source_context_applies_to_frames_parsed_from_span_events(
 
 
 def test_the_org_id_option_is_in_the_dynamic_sampling_context(
-    init_with: Any, receiver: EnvelopeReceiver
+    start_traced: StartTraced, receiver: EnvelopeReceiver
 ) -> None:
-    provider, processor = init_with(org_id="17")
+    provider, processor = start_traced(org_id="17")
     raise_and_record(provider)
     processor.force_flush(5000)
     [transaction] = receiver.wait_for_transactions(1)
@@ -336,7 +319,7 @@ def test_the_org_id_option_is_in_the_dynamic_sampling_context(
     reason="this sentry-sdk has no span streaming (trace_lifecycle, 2.66 and later)",
 )
 def test_a_sentry_sdk_span_in_a_streamed_request_does_not_rename_it(
-    init_with: Any, receiver: EnvelopeReceiver
+    start_traced: StartTraced, receiver: EnvelopeReceiver
 ) -> None:
     async def uses_sentry_spans(scope: Any, receive: Any, send: Any) -> None:
         with sentry_sdk.traces.start_span(name="load cart"):
@@ -344,7 +327,7 @@ def test_a_sentry_sdk_span_in_a_streamed_request_does_not_rename_it(
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    provider, processor = init_with(trace_lifecycle="stream")
+    provider, processor = start_traced(trace_lifecycle="stream")
     asyncio.run(call(SentryAsgiMiddleware(uses_sentry_spans, tracer_provider=provider), http_scope("/cart")))
     processor.force_flush(5000)
     sentry_sdk.flush(5)

@@ -4,7 +4,6 @@ sentry-sdk's session flusher, crashed when an exception escapes the app."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any, Callable
 
 import httpx
@@ -16,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from otel_bridge import SentrySpanProcessor
 from otel_bridge.asgi import SentryAsgiMiddleware
+from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 
@@ -25,26 +24,15 @@ Start = Callable[..., TracerProvider]
 
 
 @pytest.fixture
-def bridge(receiver: EnvelopeReceiver) -> Iterator[Start]:
-    providers: list[TracerProvider] = []
-
+def bridge(start_traced: StartTraced) -> Start:
     def start(**options: Any) -> TracerProvider:
         options.setdefault("release", "shop@1.0")
-        sentry_sdk.init(
-            dsn=receiver.dsn,
-            instrumenter="otel",
-            environment="staging",
-            auto_enabling_integrations=False,
-            **options,
+        provider, _processor = start_traced(
+            environment="staging", auto_enabling_integrations=False, **options
         )
-        provider = TracerProvider()
-        provider.add_span_processor(SentrySpanProcessor())
-        providers.append(provider)
         return provider
 
-    yield start
-    for provider in providers:
-        provider.shutdown()
+    return start
 
 
 def shop(provider: TracerProvider) -> Any:

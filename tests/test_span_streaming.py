@@ -372,19 +372,21 @@ def test_ignore_spans_drops_a_child_and_keeps_its_children_under_the_nearest_kep
     )
 
 
+def decline_card(tracer: trace.Tracer) -> None:
+    """A handled error recorded on a child span."""
+    try:
+        with tracer.start_as_current_span("charge card"):
+            raise ValueError("card declined")
+    except ValueError:
+        pass
+
+
 @needs_streaming
 def test_an_ignored_segment_takes_its_trace_but_not_its_errors(
     streaming: Callable[..., Tracing], receiver: EnvelopeReceiver
 ) -> None:
-    def fail(tracer: trace.Tracer) -> None:
-        try:
-            with tracer.start_as_current_span("charge card"):
-                raise ValueError("card declined")
-        except ValueError:
-            pass
-
     provider, processor, _ = streaming(ignore_spans=[{"name": re.compile(r"/ca.*")}])
-    serve(provider, processor, shop_app(provider, work=fail), shop_scope())
+    serve(provider, processor, shop_app(provider, work=decline_card), shop_scope())
 
     [error] = receiver.wait_for_events(1)
     assert_relay_valid(error)
@@ -401,11 +403,7 @@ def test_errors_are_events_linked_to_the_span_that_recorded_them(
     streaming: Callable[..., Tracing], receiver: EnvelopeReceiver
 ) -> None:
     def fail(tracer: trace.Tracer) -> None:
-        try:
-            with tracer.start_as_current_span("charge card"):
-                raise ValueError("card declined")
-        except ValueError:
-            pass
+        decline_card(tracer)
         raise KeyError("cart")
 
     provider, processor, _ = streaming()

@@ -21,6 +21,7 @@ from otel_bridge import SentrySpanProcessor, sampling
 from otel_bridge.asgi import SentryAsgiMiddleware
 from otel_bridge.drops import RateLimitedLogger
 from otel_bridge.propagation import default_propagator
+from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 
@@ -28,32 +29,18 @@ Start = Callable[..., tuple[TracerProvider, SentrySpanProcessor]]
 
 
 @pytest.fixture
-def bridge(receiver: EnvelopeReceiver) -> Iterator[Start]:
+def bridge(start_traced: StartTraced) -> Iterator[Start]:
     """``start(**sentry_options)``: a client sending to ``receiver`` and a provider with the processor, the
     Sentry propagator global (as ``otel_bridge.init()`` makes it)."""
-    providers: list[TracerProvider] = []
     textmap = propagate.get_global_textmap()
     propagate.set_global_textmap(default_propagator())
     sampling.sampler_decisions.clear()
 
     def start(**options: Any) -> tuple[TracerProvider, SentrySpanProcessor]:
         # not sentry-sdk's httpx integration: the test's own requests would carry its trace headers
-        sentry_sdk.init(
-            dsn=receiver.dsn,
-            instrumenter="otel",
-            release="shop@1.0",
-            auto_enabling_integrations=False,
-            **options,
-        )
-        provider = TracerProvider()
-        processor = SentrySpanProcessor()
-        provider.add_span_processor(processor)
-        providers.append(provider)
-        return provider, processor
+        return start_traced(release="shop@1.0", auto_enabling_integrations=False, **options)
 
     yield start
-    for provider in providers:
-        provider.shutdown()
     propagate.set_global_textmap(textmap)
     sampling.sampler_decisions.clear()
 
