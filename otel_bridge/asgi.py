@@ -21,16 +21,16 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span, TracerProvider
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 
-from otel_bridge import frameworks
-from otel_bridge.bootstrap import flush_before_exit
-from otel_bridge.compat import custom_name_of
-from otel_bridge.drops import RateLimitedLogger
-from otel_bridge.errors import capture_unhandled
-from otel_bridge.naming import SOURCE_CUSTOM, SOURCE_URL, name_from_asgi
-from otel_bridge.request_context import RequestContext, current_request, exception_key
-from otel_bridge.request_data import request_from_asgi
-from otel_bridge.request_sessions import track_request_session
-from otel_bridge.sending import convert_options
+from otel_bridge._collect import frameworks
+from otel_bridge._collect.live_errors import capture_unhandled
+from otel_bridge._collect.request_state import RequestContext, current_request, exception_key
+from otel_bridge._collect.sessions import track_request_session
+from otel_bridge._compat.sentry_scope import custom_name_of
+from otel_bridge._convert.naming import SOURCE_CUSTOM, SOURCE_URL, name_from_asgi
+from otel_bridge._convert.request_interface import request_from_asgi
+from otel_bridge._deliver.capture import convert_options
+from otel_bridge._drops import RateLimitedLogger
+from otel_bridge._setup import flush_before_exit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

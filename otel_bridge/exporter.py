@@ -20,12 +20,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_bridge import bootstrap, sampling
-from otel_bridge.assembly import TraceAssembler
-from otel_bridge.config import read_config
-from otel_bridge.drops import DropCounter
-from otel_bridge.processor import warn_without_client
-from otel_bridge.sending import send_trace
+from otel_bridge import _setup as bootstrap
+from otel_bridge._collect.assembly import TraceAssembler
+from otel_bridge._collect.processor import warn_without_client
+from otel_bridge._config.options import read_config
+from otel_bridge._deliver.capture import send_trace
+from otel_bridge._drops import DropCounter
+from otel_bridge._tracing import sampling
 
 logger = logging.getLogger("otel_bridge")
 

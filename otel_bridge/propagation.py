@@ -44,8 +44,8 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_bridge.naming import current_route_name
-from otel_bridge.sampling import decide, started_dsc
+from otel_bridge._convert.naming import current_route_name
+from otel_bridge._tracing.sampling import decide, started_dsc
 
 __all__ = [
     "BAGGAGE_HEADER",

@@ -36,9 +36,9 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import HttpTransport, _parse_rate_limits
 from sentry_sdk.worker import Worker
 
-from otel_bridge.drops import RateLimitedLogger, lost
-from otel_bridge.http1 import Endpoint
-from otel_bridge.sender import DEFAULT_MAX_QUEUE_BYTES, CountedWork, SocketSender
+from otel_bridge._deliver.http1 import Endpoint
+from otel_bridge._deliver.sender import DEFAULT_MAX_QUEUE_BYTES, CountedWork, SocketSender
+from otel_bridge._drops import RateLimitedLogger, lost
 
 if TYPE_CHECKING:
     from sentry_sdk._types import EventDataCategory

@@ -14,7 +14,7 @@ import sentry_sdk  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
 from otel_bridge import SentrySpanProcessor  # noqa: E402
-from otel_bridge.sampling import frozen_contexts  # noqa: E402
+from otel_bridge._tracing.sampling import frozen_contexts  # noqa: E402
 from tests.receiver import EnvelopeReceiver  # noqa: E402
 
 

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from sentry_sdk.integrations.httpx import HttpxIntegration
 
 from otel_bridge import SentrySpanProcessor
+from otel_bridge._setup import install_event_processor
 from otel_bridge.asgi import SentryAsgiMiddleware
-from otel_bridge.bootstrap import install_event_processor
 from tests.apps import downstream
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid

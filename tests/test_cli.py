@@ -17,8 +17,8 @@ from typing import Any, Optional
 import httpx
 import pytest
 
-from otel_bridge.cli import main
-from otel_bridge.devserver import DevServer, describe
+from otel_bridge._dev.cli import main
+from otel_bridge._dev.receiver import DevServer, describe
 
 KEY = "feedfacefeedfacefeedfacefeedface"
 SECRET = "s3cr3tv4lu3"
@@ -33,7 +33,7 @@ def _clean_env(**overrides: str) -> dict[str, str]:
 
 def _cli(*args: str, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "otel_bridge.cli", *args],
+        [sys.executable, "-m", "otel_bridge._dev.cli", *args],
         env=_clean_env() if env is None else env,
         capture_output=True,
         text=True,
@@ -50,7 +50,7 @@ def _demo_items(out: str) -> str:
 def run_demo(cwd: Path, *args: str) -> str:
     """``otel-bridge demo`` with ``args`` in a fresh interpreter; what it printed (it must succeed)."""
     result = subprocess.run(
-        [sys.executable, "-m", "otel_bridge.cli", "demo", *args],
+        [sys.executable, "-m", "otel_bridge._dev.cli", "demo", *args],
         env=_clean_env(),
         cwd=cwd,
         capture_output=True,
@@ -145,7 +145,7 @@ def test_doctor_reports_a_test_event_that_could_not_be_sent() -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_receive_prints_items_until_interrupted() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "otel_bridge.cli", "receive"],
+        [sys.executable, "-m", "otel_bridge._dev.cli", "receive"],
         env=_clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

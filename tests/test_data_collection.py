@@ -22,9 +22,9 @@ from opentelemetry.trace import SpanKind
 from sentry_sdk.consts import ClientConstructor
 
 from otel_bridge import SentrySpanExporter, SentrySpanProcessor
+from otel_bridge._convert.collection import SENSITIVE_TERMS, data_collection_from_options
+from otel_bridge._setup import install_event_processor
 from otel_bridge.asgi import SentryAsgiMiddleware
-from otel_bridge.bootstrap import install_event_processor
-from otel_bridge.collection import SENSITIVE_TERMS, data_collection_from_options
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 
@@ -498,7 +498,7 @@ def test_without_data_collection_the_bridges_own_rules_apply(receiver: EnvelopeR
 def test_span_data_rules_for_what_no_request_test_plants() -> None:
     """Response headers and user agents follow the request headers' rule; user info leaves URLs; the query
     attribute sentry-sdk itself writes (``http.query``) is filtered like ``url.query``."""
-    from otel_bridge.collection import Collection, DataCollection, KeyRule
+    from otel_bridge._convert.collection import Collection, DataCollection, KeyRule
 
     attributes = {
         "http.response.header.x_shop": ("v1",),

@@ -13,10 +13,10 @@ import sentry_sdk
 from opentelemetry.sdk.trace import TracerProvider
 
 import otel_bridge
-from otel_bridge import bootstrap
-from otel_bridge import processor as processor_module
-from otel_bridge.drops import lost
-from otel_bridge.http1 import Connection
+from otel_bridge import _setup as bootstrap
+from otel_bridge._collect import processor as processor_module
+from otel_bridge._deliver.http1 import Connection
+from otel_bridge._drops import lost
 from otel_bridge.transport import ConcurrentHttpTransport
 from tests.receiver import EnvelopeReceiver
 from tests.servers import run_app

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_bridge.cli import EXAMPLES
+from otel_bridge._dev.cli import EXAMPLES
 from tests.test_cli import run_demo
 
 

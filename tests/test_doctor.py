@@ -28,7 +28,7 @@ def _env(**overrides: str) -> dict[str, str]:
 
 def _doctor(*args: str, env: dict[str, str], cwd: Optional[Path] = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "otel_bridge.cli", "doctor", *args],
+        [sys.executable, "-m", "otel_bridge._dev.cli", "doctor", *args],
         env=env,
         cwd=cwd,
         capture_output=True,

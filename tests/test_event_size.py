@@ -15,8 +15,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from sentry_sdk.utils import json_dumps
 
-from otel_bridge import SentrySpanProcessor, serialization
-from otel_bridge.fitting import (
+from otel_bridge import SentrySpanProcessor
+from otel_bridge._deliver import serializer as serialization
+from otel_bridge._deliver.fitting import (
     DEFAULT_MAX_BYTES,
     LAST_RESORT_CUT_LENGTH,
     MAX_ITEM_BYTES,
@@ -24,7 +25,7 @@ from otel_bridge.fitting import (
     encoded_size,
     fit_event,
 )
-from otel_bridge.serialization import fast_serialize, install, uninstall
+from otel_bridge._deliver.serializer import fast_serialize, install, uninstall
 from tests.receiver import EnvelopeReceiver, Item
 from tests.relay import assert_relay_valid
 
@@ -34,7 +35,7 @@ ROOT_SPAN_ID = "00f067aa0ba902b7"
 
 @pytest.fixture
 def fitting_installed() -> Iterator[None]:
-    """``otel_bridge.serialization.install()``, as ``otel_bridge.init()`` does; the previous state after."""
+    """``serializer.install()``, as ``otel_bridge.init()`` does; the previous state after."""
     was_installed = sentry_sdk.client.serialize is fast_serialize  # type: ignore[attr-defined]
     uninstall()
     install()

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from otel_bridge import SentrySpanExporter
-from otel_bridge.assembly import TraceAssembler
+from otel_bridge._collect.assembly import TraceAssembler
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 

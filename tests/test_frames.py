@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from sentry_sdk.utils import exceptions_from_error_tuple, handle_in_app
 
-from otel_bridge.frames import MAX_EXCEPTIONS, MAX_FRAMES, parse_exception, read_source_lines
+from otel_bridge._convert.frames import MAX_EXCEPTIONS, MAX_FRAMES, parse_exception, read_source_lines
 from tests.relay import assert_relay_valid
 
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from otel_bridge.http1 import Endpoint, ExchangeFailed, parse_response, request_bytes
+from otel_bridge._deliver.http1 import Endpoint, ExchangeFailed, parse_response, request_bytes
 
 
 def test_a_content_length_answer_is_complete_only_with_its_whole_body() -> None:

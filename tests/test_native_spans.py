@@ -20,8 +20,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from otel_bridge import SentrySpanProcessor
+from otel_bridge._setup import install_event_processor
 from otel_bridge.asgi import SentryAsgiMiddleware
-from otel_bridge.bootstrap import install_event_processor
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 

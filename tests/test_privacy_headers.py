@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_bridge import SentrySpanExporter
+from otel_bridge._setup import install_event_processor
 from otel_bridge.asgi import SentryAsgiMiddleware
-from otel_bridge.bootstrap import install_event_processor
 from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid

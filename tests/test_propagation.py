@@ -23,13 +23,13 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sentry_sdk.tracing import Transaction
 
+from otel_bridge._tracing.sampling import sample_rand_of
 from otel_bridge.propagation import (
     SENTRY_BAGGAGE_KEY,
     SentryPropagator,
     default_propagator,
     get_dynamic_sampling_context,
 )
-from otel_bridge.sampling import sample_rand_of
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7

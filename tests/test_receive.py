@@ -25,8 +25,8 @@ from typing import IO, Any, Optional
 
 import pytest
 
-from otel_bridge.describe import Style, describe
-from otel_bridge.devserver import DevServer, ReceivedItem, in_reading_order
+from otel_bridge._dev.describe import Style, describe
+from otel_bridge._dev.receiver import DevServer, ReceivedItem, in_reading_order
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals and ptys are POSIX")
 
@@ -97,7 +97,7 @@ class Receiver:
 @contextmanager
 def running_receiver(*args: str, env: Optional[dict[str, str]] = None) -> Iterator[Receiver]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "otel_bridge.cli", "receive", *args],
+        [sys.executable, "-m", "otel_bridge._dev.cli", "receive", *args],
         env=_env() if env is None else env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -303,7 +303,7 @@ def test_receive_serves_several_apps(tmp_path: Path) -> None:
 
 def _one_line_error(*args: str) -> tuple[int, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "otel_bridge.cli", "receive", *args],
+        [sys.executable, "-m", "otel_bridge._dev.cli", "receive", *args],
         env=_env(),
         capture_output=True,
         text=True,
@@ -348,7 +348,7 @@ def test_receive_port_in_use_is_one_line_and_exit_1() -> None:
 
 def test_receive_help_documents_exit_codes() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "otel_bridge.cli", "receive", "--help"],
+        [sys.executable, "-m", "otel_bridge._dev.cli", "receive", "--help"],
         env=_env(),
         capture_output=True,
         text=True,
@@ -385,7 +385,7 @@ def test_receive_colours_only_a_terminal(no_color: bool) -> None:
     leader, follower = pty.openpty()
     env = _env(NO_COLOR="1") if no_color else _env()
     process = subprocess.Popen(
-        [sys.executable, "-m", "otel_bridge.cli", "receive"],
+        [sys.executable, "-m", "otel_bridge._dev.cli", "receive"],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=follower,
@@ -417,7 +417,7 @@ def test_receive_stops_quietly_when_stdout_closes(tmp_path: Path) -> None:
     script = tmp_path / "plain.py"
     script.write_text(textwrap.dedent(PLAIN_SDK))
     process = subprocess.Popen(
-        [sys.executable, "-m", "otel_bridge.cli", "receive", "--json"],
+        [sys.executable, "-m", "otel_bridge._dev.cli", "receive", "--json"],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -12,7 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import format_trace_id
 from sentry_sdk.tracing_utils import _generate_sample_rand
 
-from otel_bridge import SentrySpanProcessor, sampling
+from otel_bridge import SentrySpanProcessor
+from otel_bridge._tracing import sampling
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 from sentry_sdk.consts import ClientConstructor
 
-from otel_bridge import sentry_options
+from otel_bridge._config import sentry_options
 from otel_bridge.asgi import SentryAsgiMiddleware
 from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver, parse_envelope

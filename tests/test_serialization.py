@@ -22,8 +22,8 @@ from sentry_sdk.serializer import serialize
 from sentry_sdk.transport import Transport
 from sentry_sdk.utils import AnnotatedValue
 
-from otel_bridge import serialization
-from otel_bridge.serialization import fast_serialize, install, uninstall
+from otel_bridge._deliver import serializer as serialization
+from otel_bridge._deliver.serializer import fast_serialize, install, uninstall
 
 HYPOTHESIS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

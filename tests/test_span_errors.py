@@ -10,8 +10,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Tracer
 
-from otel_bridge.convert import ConvertOptions, FinishedTrace, to_error_events
-from otel_bridge.request_context import exception_key
+from otel_bridge._collect.request_state import exception_key
+from otel_bridge._convert.events import ConvertOptions, FinishedTrace, to_error_events
 from tests.relay import assert_relay_valid
 
 OPTIONS = ConvertOptions(denylist=("password", "token"), public_key="abc")

@@ -23,9 +23,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from sentry_sdk.consts import DEFAULT_OPTIONS
 
-from otel_bridge import SentrySpanExporter, SentrySpanProcessor, sampling
-from otel_bridge.asgi import SentryAsgiMiddleware
-from otel_bridge.streaming import (
+from otel_bridge import SentrySpanExporter, SentrySpanProcessor
+from otel_bridge._convert.span_items import (
     RequestFacts,
     is_localhost,
     keep_allowed_changes,
@@ -33,6 +32,8 @@ from otel_bridge.streaming import (
     span_items,
     without_ignored,
 )
+from otel_bridge._tracing import sampling
+from otel_bridge.asgi import SentryAsgiMiddleware
 from tests.receiver import Envelope, EnvelopeReceiver
 from tests.relay import assert_relay_valid, transaction_from_spans
 from tests.test_middleware import call, http_scope

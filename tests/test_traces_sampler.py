@@ -17,9 +17,10 @@ import sentry_sdk
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_bridge import SentrySpanProcessor, sampling
+from otel_bridge import SentrySpanProcessor
+from otel_bridge._drops import RateLimitedLogger
+from otel_bridge._tracing import sampling
 from otel_bridge.asgi import SentryAsgiMiddleware
-from otel_bridge.drops import RateLimitedLogger
 from otel_bridge.propagation import default_propagator
 from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver

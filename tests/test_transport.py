@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import sentry_sdk
 
-from otel_bridge import sender as sender_module
-from otel_bridge.sender import SocketSender
+from otel_bridge._deliver import sender as sender_module
+from otel_bridge._deliver.sender import SocketSender
 from otel_bridge.transport import ConcurrentHttpTransport, ConcurrentWorker
 from tests.receiver import EnvelopeReceiver
 

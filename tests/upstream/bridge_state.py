@@ -15,8 +15,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.test.globals_test import reset_trace_globals
 
 import otel_bridge
-from otel_bridge import SentrySpanProcessor, bootstrap
-from otel_bridge.sampling import frozen_contexts
+from otel_bridge import SentrySpanProcessor
+from otel_bridge import _setup as bootstrap
+from otel_bridge._tracing.sampling import frozen_contexts
 from otel_bridge.transport import ConcurrentHttpTransport
 
 # One connection: envelopes reach the receiver in the order they were handed to the transport, which is the

@@ -38,7 +38,7 @@ import sentry_sdk  # noqa: E402
 from sentry_sdk.envelope import Envelope  # noqa: E402
 
 import otel_bridge  # noqa: E402
-from otel_bridge import bootstrap  # noqa: E402
+from otel_bridge import _setup as bootstrap  # noqa: E402
 from tests.receiver import EnvelopeReceiver  # noqa: E402
 from tests.relay import relay_normalize  # noqa: E402
 from tests.upstream.bridge_state import bridge_off, bridge_on  # noqa: E402

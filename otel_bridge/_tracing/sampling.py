@@ -28,7 +28,7 @@ import sentry_sdk
 from opentelemetry.trace import SpanContext, format_trace_id
 from sentry_sdk.utils import is_valid_sample_rate
 
-from otel_bridge.drops import RateLimitedLogger
+from otel_bridge._drops import RateLimitedLogger
 
 _rate = 1.0
 _sampler_failed = RateLimitedLogger(logging.getLogger("otel_bridge"), interval=math.inf)

@@ -1,7 +1,7 @@
 """What ``otel_bridge.init()`` will do, worked out from its arguments, the environment and the process.
 
 One step, no side effects: ``init()`` acts on its result and ``otel-bridge doctor`` prints it, so the two
-cannot disagree. Every value it cannot use raises :class:`~otel_bridge.config.ConfigError`.
+cannot disagree. Every value it cannot use raises :class:`~otel_bridge.ConfigError`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Optional
 
-from otel_bridge.config import BridgeConfig, ConfigError, parse_rate, read_config, validate_otel_environment
+from otel_bridge._config.options import (
+    BridgeConfig,
+    ConfigError,
+    parse_rate,
+    read_config,
+    validate_otel_environment,
+)
 
 EXPORTER_GROUP = "opentelemetry_traces_exporter"
 PROPAGATOR_GROUP = "opentelemetry_propagator"
@@ -271,9 +277,10 @@ def _doubled_senders() -> Optional[str]:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otel_bridge import bootstrap, client_hooks
+    from otel_bridge import _setup as bootstrap
+    from otel_bridge._collect.processor import SentrySpanProcessor
+    from otel_bridge._deliver import flush_hooks as client_hooks
     from otel_bridge.exporter import SentrySpanExporter
-    from otel_bridge.processor import SentrySpanProcessor
 
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
@@ -397,7 +404,7 @@ def _excluded_urls(env: Mapping[str, str]) -> tuple[Optional[str], Optional[str]
 
 
 def _sampler(env: Mapping[str, str]) -> tuple[str, Optional[str]]:
-    from otel_bridge.config import RATIO_SAMPLERS
+    from otel_bridge._config.options import RATIO_SAMPLERS
 
     sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or DEFAULT_SAMPLER
     arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip() or None

@@ -17,15 +17,15 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from sentry_sdk.scope import Scope
 
-from otel_bridge import client_hooks
-from otel_bridge.convert import FinishedTrace
-from otel_bridge.drops import DropCounter
+from otel_bridge._collect.request_state import RequestContext, current_request
+from otel_bridge._convert.events import FinishedTrace
+from otel_bridge._deliver import flush_hooks as client_hooks
+from otel_bridge._deliver.capture import flush_client, send_trace
+from otel_bridge._deliver.trace_worker import BackgroundWorker
+from otel_bridge._drops import DropCounter
+from otel_bridge._tracing.sampler_context import parent_sampled, sampling_context
+from otel_bridge._tracing.sampling import Decision, deciding, sample_with, traces_sampler
 from otel_bridge.propagation import get_dynamic_sampling_context
-from otel_bridge.request_context import RequestContext, current_request
-from otel_bridge.sampler_context import parent_sampled, sampling_context
-from otel_bridge.sampling import Decision, deciding, sample_with, traces_sampler
-from otel_bridge.sending import flush_client, send_trace
-from otel_bridge.worker import BackgroundWorker
 
 logger = logging.getLogger("otel_bridge")
 _warned_without_client = threading.Event()

@@ -16,12 +16,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
 
-from otel_bridge import client_hooks, compat, sampling, sentry_options, serialization
-from otel_bridge.config import BridgeConfig, ConfigError
-from otel_bridge.errors import install_span_exception_marking, prepare_event
-from otel_bridge.processor import SentrySpanProcessor
-from otel_bridge.propagation import SentryPropagator, current_otel_ids, default_propagator
-from otel_bridge.resolution import (
+from otel_bridge import _compat as compat
+from otel_bridge._collect.live_errors import install_span_exception_marking, prepare_event
+from otel_bridge._collect.processor import SentrySpanProcessor
+from otel_bridge._config import sentry_options
+from otel_bridge._config.options import BridgeConfig, ConfigError
+from otel_bridge._config.resolution import (
     OVERLAPPING_INTEGRATIONS,
     Resolved,
     check_sentry_options,
@@ -29,7 +29,11 @@ from otel_bridge.resolution import (
     resolve,
     spotlight_requested,
 )
-from otel_bridge.sending import flush_client, pending_envelopes
+from otel_bridge._deliver import flush_hooks as client_hooks
+from otel_bridge._deliver import serializer as serialization
+from otel_bridge._deliver.capture import flush_client, pending_envelopes
+from otel_bridge._tracing import sampling
+from otel_bridge.propagation import SentryPropagator, current_otel_ids, default_propagator
 from otel_bridge.transport import ConcurrentHttpTransport
 
 logger = logging.getLogger("otel_bridge")
@@ -184,11 +188,11 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
             return None
         for warning in resolved.warnings:
             logger.warning("otel_bridge: %s", warning)
+        compat.verify()
         provider, created = _tracer_provider(resolved)
         start_sentry(config, provider.resource.attributes if provider is not None else {})
         install_event_processor()
         install_propagators(env)
-        compat.verify()
 
         sampling.configure(resolved.sample_rate)
         processor = SentrySpanProcessor(

@@ -15,9 +15,9 @@ from typing import Any, Optional
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, format_span_id, format_trace_id
 
-from otel_bridge.convert import ORIGIN, span_op
-from otel_bridge.naming import SOURCE_URL, name_from_asgi, name_from_span
-from otel_bridge.request_context import RequestContext
+from otel_bridge._collect.request_state import RequestContext
+from otel_bridge._convert.events import ORIGIN, span_op
+from otel_bridge._convert.naming import SOURCE_URL, name_from_asgi, name_from_span
 
 
 def parent_sampled(

@@ -14,7 +14,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 if TYPE_CHECKING:
-    from otel_bridge.naming import Route
+    from otel_bridge._convert.naming import Route
 
 ExceptionKey = tuple[str, str]
 RaiseSite = tuple[str, int]

@@ -11,12 +11,12 @@ from typing import Any, Callable, Optional
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
-from otel_bridge import semconv
-from otel_bridge.collection import Collection, DataCollection
-from otel_bridge.frames import parse_exception
-from otel_bridge.naming import SOURCE_ROUTE, Route, name_from_asgi, name_from_span
-from otel_bridge.privacy import scrub_url
-from otel_bridge.request_data import request_from_attributes
+from otel_bridge._convert import semconv
+from otel_bridge._convert.collection import Collection, DataCollection
+from otel_bridge._convert.frames import parse_exception
+from otel_bridge._convert.naming import SOURCE_ROUTE, Route, name_from_asgi, name_from_span
+from otel_bridge._convert.privacy import scrub_url
+from otel_bridge._convert.request_interface import request_from_attributes
 
 _FRAME_LINE = re.compile(r'^\s*File "([^"\n]+)", line (\d+)', re.MULTILINE)
 ORIGIN = "auto.otel"

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from otel_bridge import semconv
-from otel_bridge.collection import Collection
-from otel_bridge.privacy import scrub_url
+from otel_bridge._convert import semconv
+from otel_bridge._convert.collection import Collection
+from otel_bridge._convert.privacy import scrub_url
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 

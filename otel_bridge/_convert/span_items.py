@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from otel_bridge.privacy import FILTERED
+from otel_bridge._convert.privacy import FILTERED
 
 LIFECYCLE = "stream"
 PLATFORM = "python"

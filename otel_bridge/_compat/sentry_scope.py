@@ -1,23 +1,23 @@
-"""Reaches into sentry-sdk's private state that no public API offers, each checked before it is trusted.
-
-Every reach names the sentry-sdk versions it was verified against. ``verify()`` runs at ``init()``: it
-probes each assumption on a throw-away object and, where one no longer holds, the reach answers as if the
-state were absent (the public behaviour) and one warning names it.
-"""
+"""The transaction name an app set on a sentry-sdk scope, which sentry-sdk offers no getter for."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional
 
 import sentry_sdk
 from sentry_sdk.scope import Scope
 
-logger = logging.getLogger("otel_bridge")
+from otel_bridge._compat import holds, reach
 
-_broken: set[str] = set()
+SCOPE_TRANSACTION_NAME = "scope transaction name"
 
 
+@reach(
+    SCOPE_TRANSACTION_NAME,
+    target="Scope._transaction, Scope._transaction_info['source']",
+    verified="sentry-sdk 2.57, 2.75",
+    fallback="a name set with scope.set_transaction_name() will not rename transactions",
+)
 def _scope_name_readable() -> bool:
     probe = Scope()
     probe.set_transaction_name("otel_bridge.probe", source="custom")
@@ -28,12 +28,8 @@ def _scope_name_readable() -> bool:
 
 
 def scope_transaction_name(scope: Optional[Scope]) -> Optional[tuple[str, Optional[str]]]:
-    """The name and source ``scope.set_transaction_name()`` gave the scope, if any.
-
-    sentry-sdk keeps them in ``Scope._transaction`` / ``Scope._transaction_info`` and has no getter
-    (verified on 2.57 and 2.75).
-    """
-    if scope is None or "scope_transaction_name" in _broken:
+    """The name and source ``scope.set_transaction_name()`` gave the scope, if any."""
+    if scope is None or not holds(SCOPE_TRANSACTION_NAME):
         return None
     name = getattr(scope, "_transaction", None)
     if not isinstance(name, str) or not name:
@@ -41,34 +37,6 @@ def scope_transaction_name(scope: Optional[Scope]) -> Optional[tuple[str, Option
     info = getattr(scope, "_transaction_info", None)
     source = info.get("source") if isinstance(info, dict) else None
     return name, str(getattr(source, "value", source)) if source else None
-
-
-_PROBES = {"scope_transaction_name": _scope_name_readable}
-_CONSEQUENCES = {
-    "scope_transaction_name": "a name set with scope.set_transaction_name() will not rename transactions",
-}
-
-
-def verify() -> list[str]:
-    """Probe every reach; the names of those that failed (each said once in a warning)."""
-    failed: list[str] = []
-    for name, probe in _PROBES.items():
-        try:
-            holds = probe()
-        except Exception:
-            holds = False
-        if holds:
-            _broken.discard(name)
-            continue
-        failed.append(name)
-        if name not in _broken:
-            logger.warning(
-                "otel_bridge: this sentry-sdk no longer has what %s relies on; %s",
-                name,
-                _CONSEQUENCES[name],
-            )
-        _broken.add(name)
-    return failed
 
 
 def custom_name_of(*scopes: Any) -> Optional[tuple[str, str]]:

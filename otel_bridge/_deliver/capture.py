@@ -12,13 +12,13 @@ from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 from sentry_sdk.utils import Dsn
 
-from otel_bridge.collection import data_collection_from_options
-from otel_bridge.compat import custom_name_of
-from otel_bridge.convert import ConvertOptions, FinishedTrace, to_events
-from otel_bridge.event_filters import has_ignored_status, is_ignored_error
-from otel_bridge.request_context import ExceptionKey, Reported, recent_reports
-from otel_bridge.sampling import decide, frozen_contexts
-from otel_bridge.stream_sending import span_stream
+from otel_bridge._collect.request_state import ExceptionKey, Reported, recent_reports
+from otel_bridge._compat.sentry_scope import custom_name_of
+from otel_bridge._convert.collection import data_collection_from_options
+from otel_bridge._convert.event_filters import has_ignored_status, is_ignored_error
+from otel_bridge._convert.events import ConvertOptions, FinishedTrace, to_events
+from otel_bridge._deliver.stream_capture import span_stream
+from otel_bridge._tracing.sampling import decide, frozen_contexts
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from otel_bridge.drops import DropCounter, RateLimitedLogger
+from otel_bridge._drops import DropCounter, RateLimitedLogger
 
 logger = logging.getLogger("otel_bridge")
 _failures = RateLimitedLogger(logger, interval=60.0)

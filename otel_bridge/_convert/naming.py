@@ -9,9 +9,9 @@ from typing import Any, Optional
 import sentry_sdk
 from sentry_sdk.utils import transaction_from_function
 
-from otel_bridge import semconv
-from otel_bridge.compat import custom_name_of
-from otel_bridge.request_context import current_request
+from otel_bridge._collect.request_state import current_request
+from otel_bridge._compat.sentry_scope import custom_name_of
+from otel_bridge._convert import semconv
 
 SOURCE_ROUTE = "route"
 SOURCE_COMPONENT = "component"

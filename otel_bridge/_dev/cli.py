@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 import otel_bridge
-from otel_bridge import sentry_options
-from otel_bridge.config import ConfigError
-from otel_bridge.describe import Style, duration_of
-from otel_bridge.devserver import DevServer, ReceivedItem, in_reading_order
-from otel_bridge.resolution import Resolved
+from otel_bridge._config import sentry_options
+from otel_bridge._config.options import ConfigError
+from otel_bridge._config.resolution import Resolved
+from otel_bridge._dev.describe import Style, duration_of
+from otel_bridge._dev.receiver import DevServer, ReceivedItem, in_reading_order
 
 DEMO_INSTALL_HINT = "pip install 'otel-bridge[demo]'"
 DEMO_SERVICE_NAME = "seed-example"
@@ -655,7 +655,7 @@ def _import_app(target: str) -> None:
 
 
 def doctor(send_test_event: bool, app: Optional[str] = None) -> int:
-    from otel_bridge.resolution import resolve
+    from otel_bridge._config.resolution import resolve
 
     try:
         if app:

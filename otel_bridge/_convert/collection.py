@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from otel_bridge.privacy import (
+from otel_bridge._convert.privacy import (
     CLIENT_ADDRESS_HEADERS,
     FILTERED,
     PERSONAL_ATTRIBUTES,

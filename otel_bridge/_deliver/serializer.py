@@ -21,7 +21,7 @@ Otherwise, and for ``is_vars`` (frame locals), unknown keywords, registered glob
 processors, or any exception on the way, the call goes to the original ``serialize``.
 
 ``install`` also makes every sentry-sdk client fit each event it prepares into Sentry's item size limit
-(``otel_bridge.fitting``) before the event is queued: ``Client._prepare_event`` (serialization, then
+(``otel_bridge._deliver.fitting``) before the event is queued: ``Client._prepare_event`` (serialization, then
 ``before_send`` / ``before_send_transaction``) is wrapped, so the fitted event is the one that is sent and
 the client whose transport counts what was dropped is known. ``fast_serialize`` itself stays an exact
 equivalent of ``serialize``. Verified against sentry-sdk 2.75; where ``_prepare_event`` does not have the
@@ -40,8 +40,8 @@ import sentry_sdk.consts
 import sentry_sdk.serializer
 from sentry_sdk.utils import disable_capture_event, format_timestamp, strip_string
 
-from otel_bridge import fitting
-from otel_bridge.drops import REPORT_INTERVAL_SECONDS, RateLimitedLogger
+from otel_bridge._deliver import fitting
+from otel_bridge._drops import REPORT_INTERVAL_SECONDS, RateLimitedLogger
 
 __all__ = ["fast_serialize", "fit_prepared_event", "install", "uninstall"]
 

@@ -13,12 +13,12 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Span, SpanContext, format_span_id, format_trace_id
 from sentry_sdk.utils import event_from_exception
 
-from otel_bridge.naming import current_route_name
-from otel_bridge.privacy import clean_frames, filter_user, scrub_breadcrumbs
+from otel_bridge._collect.request_state import current_request, exception_key, recent_reports
+from otel_bridge._convert.naming import current_route_name
+from otel_bridge._convert.privacy import clean_frames, filter_user, scrub_breadcrumbs
+from otel_bridge._deliver.capture import convert_options
+from otel_bridge._tracing.sampling import started_dsc
 from otel_bridge.propagation import get_dynamic_sampling_context
-from otel_bridge.request_context import current_request, exception_key, recent_reports
-from otel_bridge.sampling import started_dsc
-from otel_bridge.sending import convert_options
 
 _HINT_KEY = "otel_bridge_trace_linked"
 _REPORTED_ATTRIBUTE = "__otel_bridge_reported__"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
-from otel_bridge import semconv
+from otel_bridge._convert import semconv
 
 
 def _type_names(exception: Mapping[str, Any]) -> tuple[str, str]:

@@ -9,7 +9,7 @@ from typing import Callable
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_bridge.convert import FinishedTrace
+from otel_bridge._convert.events import FinishedTrace
 
 
 @dataclass

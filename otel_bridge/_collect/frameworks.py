@@ -27,8 +27,8 @@ from typing import Any, Callable, Optional
 
 from sentry_sdk.utils import transaction_from_function
 
-from otel_bridge.naming import Route
-from otel_bridge.request_context import current_request
+from otel_bridge._collect.request_state import current_request
+from otel_bridge._convert.naming import Route
 
 logger = logging.getLogger("otel_bridge")
 

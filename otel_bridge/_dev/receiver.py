@@ -1,6 +1,6 @@
 """A loopback Sentry-compatible endpoint for people: it receives envelopes and shows what arrived.
 
-Used by ``otel-bridge demo`` and ``otel-bridge receive``; :mod:`otel_bridge.describe` says what arrived in
+Used by ``otel-bridge demo`` and ``otel-bridge receive``; ``describe`` says what arrived in
 words. Standard library only; ``br`` bodies are accepted when the ``brotli`` package is importable. It is not
 a Sentry: it checks no key and keeps everything in memory, so point only local processes at it.
 """
@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Callable, Optional, cast
 
-from otel_bridge.describe import PLAIN, Style, describe, describe_bytes, started_at, trace_id_of
+from otel_bridge._dev.describe import PLAIN, Style, describe, describe_bytes, started_at, trace_id_of
 
 __all__ = [
     "DevServer",

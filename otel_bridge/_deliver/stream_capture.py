@@ -22,10 +22,10 @@ from sentry_sdk import tracing_utils
 from sentry_sdk import utils as sentry_utils
 from sentry_sdk.scope import Scope
 
-from otel_bridge import semconv
-from otel_bridge.convert import ConvertOptions, FinishedTrace
-from otel_bridge.request_data import asgi_headers, client_ip, request_from_asgi
-from otel_bridge.streaming import (
+from otel_bridge._convert import semconv
+from otel_bridge._convert.events import ConvertOptions, FinishedTrace
+from otel_bridge._convert.request_interface import asgi_headers, client_ip, request_from_asgi
+from otel_bridge._convert.span_items import (
     ClientFacts,
     RequestFacts,
     attribute_value,

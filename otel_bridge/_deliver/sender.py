@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.worker import Worker
 
-from otel_bridge.drops import RateLimitedLogger
-from otel_bridge.http1 import Connection, Endpoint, ExchangeFailed, Response, request_bytes
+from otel_bridge._deliver.http1 import Connection, Endpoint, ExchangeFailed, Response, request_bytes
+from otel_bridge._drops import RateLimitedLogger
 
 if TYPE_CHECKING:
     import io
