@@ -1,5 +1,5 @@
-"""Helpers shared by ``e2e.py``, ``rss.py`` and ``suite.py``: processes, the loopback endpoint, ``/proc``
-readings, the load generators (``wrk`` or a Python one in its own process) and table formatting.
+"""Plumbing shared by every benchmark: processes, the loopback endpoint, ``/proc`` readings, the load
+generators (``wrk``, or ``pyload.py`` in its own process) and what the machine and checkout are.
 
 Every address used here is on 127.0.0.1; every load run is bounded in time (and, where asked, in count).
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import math
 import os
@@ -16,7 +15,6 @@ import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,14 +23,10 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+from typing import Any, Callable, Optional
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RESULTS = HERE / "results"
 ENDPOINT_SCRIPT = HERE / "endpoint.py"
 PYLOAD_SCRIPT = HERE / "pyload.py"
 SENTRY_KEY = "0123456789abcdef0123456789abcdef"
@@ -131,26 +125,34 @@ async def read_http_answer(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
-def discarding_tracer_provider() -> tuple[TracerProvider, Callable[[], int]]:
-    """An SDK ``TracerProvider`` (set as the global one) with a ``BatchSpanProcessor`` and an exporter
-    that discards; also a callable that says how many spans it has exported so far."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+def item_counts(endpoint: Optional[str], project: int) -> dict[str, int]:
+    """Transactions and error events the endpoint has received for ``project`` (zeros without one)."""
+    if endpoint is None:
+        return {"transaction": 0, "event": 0}
+    items = endpoint_counts(endpoint, project)["items"]
+    return {"transaction": int(items.get("transaction", 0)), "event": int(items.get("event", 0))}
 
-    class DiscardingExporter(SpanExporter):
-        def __init__(self) -> None:
-            self.spans = 0
 
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            self.spans += len(spans)
-            return SpanExportResult.SUCCESS
-
-    exporter = DiscardingExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    return provider, lambda: exporter.spans
+def wait_for_items(
+    endpoint: Optional[str], project: int, expected: dict[str, int], quiet: float, limit: float
+) -> float:
+    """Until each item type reaches ``expected`` or nothing arrived for ``quiet`` s; ``limit`` s at most."""
+    started = time.monotonic()
+    if endpoint is None:
+        return 0.0
+    last: Optional[dict[str, int]] = None
+    last_change = started
+    while time.monotonic() - started < limit:
+        counts = item_counts(endpoint, project)
+        now = time.monotonic()
+        if all(counts[kind] >= count for kind, count in expected.items()):
+            break
+        if counts != last:
+            last, last_change = counts, now
+        elif now - last_change >= quiet:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
 # ---------------------------------------------------------------------------------------------- /proc
@@ -323,24 +325,23 @@ def run_python_load(
     duration: float,
     connections: int,
     requests: Optional[int] = None,
+    rate: Optional[float] = None,
+    drain: float = 10.0,
 ) -> dict[str, Any]:
-    """The fallback: ``pyload.py`` (closed loop, kept-alive connections) in its own process."""
-    command = [
-        sys.executable,
-        str(PYLOAD_SCRIPT),
-        "--port",
-        str(port),
-        "--path",
-        path,
-        "--duration",
-        str(duration),
-        "--connections",
-        str(connections),
-    ]
+    """``pyload.py`` in its own process: closed loop (the fallback for ``wrk``), or open loop at ``rate``."""
+    command = [sys.executable, str(PYLOAD_SCRIPT), "--port", str(port), "--path", path]
+    command += ["--duration", str(duration), "--connections", str(connections)]
     if requests:
         command += ["--requests", str(requests)]
+    if rate is not None:
+        command += ["--rate", str(rate), "--drain", str(drain)]
     completed = subprocess.run(
-        command, capture_output=True, text=True, env=child_environment(), timeout=duration + 60, check=False
+        command,
+        capture_output=True,
+        text=True,
+        env=child_environment(),
+        timeout=duration + drain + 60,
+        check=False,
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith(RESULT)]
     if completed.returncode != 0 or not lines:
@@ -438,66 +439,8 @@ def git_commit_and_changes(checkout: Path = REPO) -> Optional[tuple[str, bool]]:
     return commit, bool(changes)
 
 
-def git_state() -> dict[str, Any]:
-    found = git_commit_and_changes()
-    if found is None:
-        return {}
-    return {"git_commit": found[0], "uncommitted_changes_in_otel_bridge": found[1]}
-
-
 def percentile(ordered: Sequence[float], fraction: float) -> float:
     """The ``fraction`` percentile (nearest rank) of sorted values; NaN when there are none."""
     if not ordered:
         return math.nan
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
-def median(values: Sequence[float]) -> float:
-    finite = [value for value in values if value is not None and not math.isnan(value)]
-    return statistics.median(finite) if finite else math.nan
-
-
-def spread(values: Sequence[float]) -> float:
-    """max ÷ min - 1 of the per-round figures (0 with one round)."""
-    finite = [value for value in values if value is not None and not math.isnan(value) and value > 0]
-    return max(finite) / min(finite) - 1 if finite else math.nan
-
-
-def share(value: Optional[float]) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value * 100:.1f}%"
-
-
-def table(rows: list[list[str]], underline: bool = True, header_rows: int = 1) -> list[str]:
-    """Rows as aligned text: the first column left-aligned, the others right-aligned; a line of dashes
-    under the ``header_rows`` first rows."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-        if underline and index == header_rows - 1:
-            lines.append("  ".join("-" * width for width in widths))
-    return lines
-
-
-def save(prefix: str, started: Any, document: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{prefix}-{started:%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def save_report(kind: str, started: datetime.datetime, config: dict[str, Any], **rest: Any) -> None:
-    """The ``kind`` run's document (config, machine, versions, git state and ``rest``) saved; says where."""
-    document = {
-        "kind": kind,
-        "started": started.isoformat(timespec="seconds"),
-        "duration_s": (datetime.datetime.now() - started).total_seconds(),
-        "config": config,
-        "machine": machine(),
-        "versions": versions(),
-        "code_under_test": git_state(),
-        **rest,
-    }
-    path = save(kind, started, document)
-    print(f"\nresults: {path.relative_to(REPO)}")

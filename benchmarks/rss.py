@@ -1,7 +1,7 @@
 """RSS growth of the app process over many requests under uvicorn, with the Sentry endpoint up and down.
 
-Per variant (``sentry``, ``bridge`` by default; any of ``e2e.py``'s) and per endpoint state, a fresh app
-process (``e2e.py serve``: uvicorn, one worker, the ``200 ok`` app) gets a warm-up of ``--warmup``
+Per variant (``sentry``, ``bridge`` by default; any of ``variants.py``'s) and per endpoint state, a fresh
+app process (``server.py``: uvicorn, one worker, the ``200 ok`` app) gets a warm-up of ``--warmup``
 requests (5 000), then ``--requests`` requests (200 000; ``--quick`` 20 000), closed loop (``wrk``, or the
 Python generator when ``wrk`` is not installed, each bounded in time as well as in count). The app
 process's ``VmRSS`` is read after the warm-up, every half second during the load, at the end of the load,
@@ -12,7 +12,8 @@ and once more after delivery settled (up: nothing arrived for 2 s; down: 2 s lat
   variant queues or retries stays in the process.
 
 Growth = RSS at the end of the load - RSS after the warm-up, in MB (10^6 bytes); the peak during the load
-and the figure after settling are shown too.
+and the figure after settling are shown too. Each (variant, state) is one ``where`` of the report
+(``rss up``, ``rss down``), so the targets of ``report.py`` can name it.
 
     .venv/bin/python benchmarks/rss.py                   # 200 000 requests, sentry and bridge, up and down
     .venv/bin/python benchmarks/rss.py --quick           # 20 000 requests, bridge only
@@ -34,7 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import benchlib
-import e2e
+import report
+import server
+import variants
 
 STATES = ("up", "down")
 MIB_TO_MB = 1.048576
@@ -61,15 +64,15 @@ def measure_at(
     variant: str, state: str, endpoint: str, host_port: str, project: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     dsn = benchlib.dsn_for(host_port, project)
-    sends = variant in e2e.SENTRY_VARIANTS and state == "up"
+    sends = variants.sends(variant) and state == "up"
     target = endpoint if sends else None
     # bounded in time as well as in count: at least 300 requests/s, or the load stops early (and says so)
     warm_bound = args.warmup / 300 + 10
     bound = args.requests / 300 + 30
-    with e2e.app_process(variant, "normal", dsn) as app:
+    with server.app_process(variant, "normal", dsn) as app:
         rss_start = (app.rss_mib() or math.nan) * MIB_TO_MB
         warm = app.load(args.loader, warm_bound, args.connections, args.threads, args.warmup)
-        e2e.wait_for_items(target, project, {"transaction": 1 << 60}, quiet=1.0, limit=10)
+        benchlib.wait_for_items(target, project, {"transaction": 1 << 60}, quiet=1.0, limit=10)
         served_warm = app.served()
         rss_warm = (app.rss_mib() or math.nan) * MIB_TO_MB
         samples: list[tuple[float, float]] = []
@@ -86,7 +89,9 @@ def measure_at(
         served = app.served() - served_warm
         rss_end = (app.rss_mib() or math.nan) * MIB_TO_MB
         if target is not None:
-            e2e.wait_for_items(target, project, {"transaction": served_warm + served}, quiet=2.0, limit=60)
+            benchlib.wait_for_items(
+                target, project, {"transaction": served_warm + served}, quiet=2.0, limit=60
+            )
         else:
             time.sleep(2.0)
         rss_settled = (app.rss_mib() or math.nan) * MIB_TO_MB
@@ -101,91 +106,58 @@ def measure_at(
         counts = benchlib.endpoint_counts(endpoint, project)
         delivered = int(counts["items"].get("transaction", 0))
     return {
+        "where": f"rss {state}",
         "variant": variant,
         "endpoint": state,
         "project": project,
         **app.info,
+        "figures": {
+            "requests": served,
+            "requests_share": served / args.requests,
+            "rps": served / load_s if load_s else math.nan,
+            "rss_after_warmup": rss_warm,
+            "rss_end": rss_end,
+            "growth": rss_end - rss_warm,
+            "growth_peak": peak - rss_warm,
+            "growth_settled": rss_settled - rss_warm,
+            "delivered": delivered / (served_warm + served) if delivered is not None else None,
+        },
         "warmup_requests": warm["requests"],
-        "requests": served,
         "requests_asked": args.requests,
         "load_s": load_s,
-        "rps": served / load_s if load_s else math.nan,
         "non_2xx": load["non_2xx"],
         "socket_errors": load["socket_errors"],
         "rss_start_mb": rss_start,
-        "rss_after_warmup_mb": rss_warm,
-        "rss_end_mb": rss_end,
         "rss_settled_mb": rss_settled,
         "rss_peak_during_load_mb": peak,
         "vm_hwm_mb": hwm,
-        "growth_mb": rss_end - rss_warm,
-        "growth_peak_mb": peak - rss_warm,
-        "growth_settled_mb": rss_settled - rss_warm,
         "growth_per_10k_requests_kb": (rss_end - rss_warm) * 1000 / served * 10_000 if served else math.nan,
         "samples": [(round(at, 2), round(value, 2)) for at, value in samples],
         "threads": threads,
         "delivered_transactions": delivered,
-        "delivered_share": delivered / (served_warm + served) if delivered is not None else None,
         "client_reported_discards": counts["discarded"] if counts is not None else None,
+        "bridge_drops": exit_info.get("bridge_drops"),
         "exit": exit_info,
         "stderr_tail": stderr_tail,
     }
 
 
-def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    rows = [
-        [
-            "variant",
-            "endpoint",
-            "requests",
-            "req/s",
-            "RSS warm MB",
-            "end MB",
-            "growth MB",
-            "peak growth",
-            "settled growth",
-            "delivered",
-        ]
-    ]
+COLUMNS = ("requests", "rps", "rss_after_warmup", "growth", "growth_peak", "growth_settled", "delivered")
+
+
+def notes(runs: list[dict[str, Any]]) -> list[str]:
+    found = []
     for run in runs:
-        rows.append(
-            [
-                run["variant"],
-                run["endpoint"],
-                f"{run['requests']}",
-                f"{run['rps']:.0f}",
-                f"{run['rss_after_warmup_mb']:.1f}",
-                f"{run['rss_end_mb']:.1f}",
-                f"{run['growth_mb']:+.1f}",
-                f"{run['growth_peak_mb']:+.1f}",
-                f"{run['growth_settled_mb']:+.1f}",
-                benchlib.share(run["delivered_share"]),
-            ]
-        )
-    lines = [
-        f"rss: uvicorn (1 worker), {args.requests} requests after a warm-up of {args.warmup}, closed loop "
-        f"({args.loader}, {args.connections} connections, {args.jobs} run(s) at a time); "
-        "endpoint up = loopback endpoint, down = closed port",
-        "",
-        *benchlib.table(rows),
-    ]
-    for run in runs:
-        notes = []
-        if run["requests"] < 0.98 * run["requests_asked"]:
-            notes.append(f"only {run['requests']} of {run['requests_asked']} requests within the time bound")
-        if run["non_2xx"] or run["socket_errors"]:
-            notes.append(f"{run['non_2xx']} non-2xx answers, {run['socket_errors']} socket errors")
-        drops = run["exit"].get("bridge_drops") or {}
-        if drops:
-            notes.append(
-                "bridge drops " + ", ".join(f"{key} {value}" for key, value in sorted(drops.items()))
+        problems = []
+        if run["figures"]["requests"] < 0.98 * run["requests_asked"]:
+            problems.append(
+                f"only {run['figures']['requests']} of {run['requests_asked']} requests in the time bound"
             )
-        if run["client_reported_discards"]:
-            listed = ", ".join(f"{k} {v}" for k, v in sorted(run["client_reported_discards"].items()))
-            notes.append(f"client reports {listed}")
-        if notes:
-            lines.append(f"  {run['variant']} ({run['endpoint']}): " + "; ".join(notes))
-    return "\n".join(lines)
+        if run["non_2xx"] or run["socket_errors"]:
+            problems.append(f"{run['non_2xx']} non-2xx answers, {run['socket_errors']} socket errors")
+        if problems:
+            found.append(f"{run['variant']} ({run['endpoint']}): " + "; ".join(problems))
+    return found
 
 
 def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -216,12 +188,11 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         args.warmup = 1_000 if args.quick else 5_000
     if args.variants is None:
         args.variants = "bridge" if args.quick else "sentry,bridge"
-    args.variant_list = [name.strip() for name in args.variants.split(",") if name.strip()]
-    if not args.variant_list or any(name not in e2e.ALL_VARIANTS for name in args.variant_list):
-        parser.error(f"--variants {args.variants!r}: accepted values are {', '.join(e2e.ALL_VARIANTS)}")
-    args.state_list = [name.strip() for name in args.states.split(",") if name.strip()]
-    if not args.state_list or any(name not in STATES for name in args.state_list):
-        parser.error(f"--states {args.states!r}: accepted values are up, down")
+    try:
+        args.variant_list = variants.pick(args.variants)
+        args.state_list = variants.pick(args.states, STATES)
+    except ValueError as error:
+        parser.error(str(error))
     if args.requests <= 0 or args.warmup < 0 or args.jobs <= 0:
         parser.error("--requests and --jobs must be above 0, --warmup 0 or more")
     return args
@@ -237,13 +208,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         key=lambda task: (not task[0].startswith("bridge"), task[1] != "down"),
     )
 
+    projects = {task: 3000 + index for index, task in enumerate(tasks)}
+
     def run_one(endpoint: str, variant: str, state: str) -> dict[str, Any]:
-        project = 3000 + STATES.index(state) * 10 + e2e.ALL_VARIANTS.index(variant)
         print(f"rss: {variant}, endpoint {state}, {args.requests} requests ...", file=sys.stderr, flush=True)
-        run = measure(variant, state, endpoint, project, args)
+        run = measure(variant, state, endpoint, projects[(variant, state)], args)
+        figures = run["figures"]
         print(
-            f"rss: {variant:<8} {state:<4} {run['requests']} requests at {run['rps']:.0f}/s: "
-            f"{run['rss_after_warmup_mb']:.1f} -> {run['rss_end_mb']:.1f} MB ({run['growth_mb']:+.1f})",
+            f"rss: {variant:<8} {state:<4} {figures['requests']} requests at {figures['rps']:.0f}/s: "
+            f"{figures['rss_after_warmup']:.1f} -> {figures['rss_end']:.1f} MB ({figures['growth']:+.1f})",
             file=sys.stderr,
             flush=True,
         )
@@ -252,28 +225,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with benchlib.running_endpoint() as endpoint, ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, endpoint, variant, state) for variant, state in tasks]
         finished = [future.result() for future in futures]
-    order = {
-        (variant, state): index
-        for index, (variant, state) in enumerate(
-            (variant, state) for state in args.state_list for variant in args.variant_list
-        )
+    order = [(variant, state) for state in args.state_list for variant in args.variant_list]
+    runs = sorted(finished, key=lambda run: order.index((run["variant"], run["endpoint"])))
+    for run in runs:
+        run["round"] = 1
+    heading = (
+        f"rss: uvicorn (1 worker), {args.requests} requests after a warm-up of {args.warmup}, closed loop "
+        f"({args.loader}, {args.connections} connections, {args.jobs} run(s) at a time); "
+        "endpoint up = loopback endpoint, down = closed port; MB = 10^6 bytes"
+    )
+    config = {
+        key: getattr(args, key)
+        for key in ("requests", "warmup", "threads", "connections", "loader", "jobs", "quick")
     }
-    runs = sorted(finished, key=lambda run: order[(run["variant"], run["endpoint"])])
-    text = render(runs, args)
-    print(text)
-    if not args.no_save:
-        config = {
-            "requests": args.requests,
-            "warmup": args.warmup,
-            "variants": args.variant_list,
-            "states": args.state_list,
-            "threads": args.threads,
-            "connections": args.connections,
-            "loader": args.loader,
-            "jobs": args.jobs,
-            "quick": args.quick,
-        }
-        benchlib.save_report("rss", started, config, runs=runs, report=text)
+    config.update(variants=args.variant_list, states=args.state_list)
+    report.finish("rss", started, config, runs, heading, COLUMNS, (), notes(runs), not args.no_save)
     return 0
 
 

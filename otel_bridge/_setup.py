@@ -5,42 +5,43 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import socket
 import threading
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import Any, Optional
 
 import sentry_sdk
 from opentelemetry import trace
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
 
-from otel_bridge import _compat as compat
-from otel_bridge._collect.live_errors import install_span_exception_marking, prepare_event
+from otel_bridge import _compat
+from otel_bridge._collect.live_errors import prepare_event
 from otel_bridge._collect.processor import SentrySpanProcessor
+from otel_bridge._collect.reported import link_recorded_exceptions
+from otel_bridge._compat.sentry_client import CLIENT_INSTRUMENTER
 from otel_bridge._config import sentry_options
 from otel_bridge._config.options import BridgeConfig, ConfigError
 from otel_bridge._config.resolution import (
     OVERLAPPING_INTEGRATIONS,
+    PROPAGATOR_GROUP,
     Resolved,
-    check_sentry_options,
     overlapping_integrations,
     resolve,
     spotlight_requested,
 )
-from otel_bridge._deliver import flush_hooks as client_hooks
-from otel_bridge._deliver import serializer as serialization
+from otel_bridge._deliver import flush_hooks, serializer
 from otel_bridge._deliver.capture import flush_client, pending_envelopes
 from otel_bridge._tracing import sampling
 from otel_bridge.propagation import SentryPropagator, current_otel_ids, default_propagator
-from otel_bridge.transport import ConcurrentHttpTransport
+from otel_bridge.transport import default_transport_class
 
 logger = logging.getLogger("otel_bridge")
 
 # sentry-sdk's default of 100 drops most transactions at a few hundred requests a second; 1000 envelopes
-# of a few KiB each stay well bounded. TCP_NODELAY: sentry-sdk's socket options replace urllib3's, and
-# without it every POST waits for the receiver's delayed ACK (about 40 ms each).
+# of a few KiB each stay well bounded.
 TRANSPORT_QUEUE_SIZE = 1000
 
 _lock = threading.Lock()
@@ -94,13 +95,14 @@ def _resource_defaults(attributes: Mapping[str, Any]) -> dict[str, str]:
 def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     """Adopt the active sentry-sdk client (its own tracing switched off) or create one for the bridge.
 
-    Either way, sentry-sdk's clients then serialize events with ``serialization.fast_serialize``.
+    Either way, sentry-sdk's clients then serialize events with ``serializer.fast_serialize``.
     """
-    serialization.install()
+    serializer.install()
     client = sentry_sdk.get_client()
     if client.is_active():
-        client.options["instrumenter"] = "otel"
-        client_hooks.wait_for_bridge(client)
+        if _compat.holds(CLIENT_INSTRUMENTER):
+            client.options["instrumenter"] = "otel"
+        flush_hooks.wait_for_bridge(client)
         sentry_options.warn_about(client.options)
         if config.sentry_options:
             logger.warning(
@@ -109,7 +111,6 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
                 ", ".join(sorted(config.sentry_options)),
             )
         return
-    check_sentry_options(config.sentry_options)
     sentry_options.warn_about(config.sentry_options)
     options: dict[str, Any] = {**_resource_defaults(resource), **config.sentry_options}
     options["disabled_integrations"] = [
@@ -122,39 +123,39 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
         options["release"] = config.release
     options["instrumenter"] = "otel"
     options.setdefault("transport_queue_size", TRANSPORT_QUEUE_SIZE)
-    options.setdefault("socket_options", [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     if options.get("transport") is None:
-        options["transport"] = (
-            ConcurrentHttpTransport
-            if config.max_queued_bytes == ConcurrentHttpTransport.max_queue_bytes
-            else ConcurrentHttpTransport.with_max_queue_bytes(config.max_queued_bytes)
-        )
+        options["transport"] = default_transport_class(config.max_queued_bytes)
     try:
         sentry_sdk.init(dsn=config.dsn, **options)
     except (TypeError, ValueError) as exc:
         # sentry-sdk checks some options itself (data_collection, ...); its message names the values
         raise ConfigError(f"sentry_sdk.init rejected an option otel_bridge.init() passed on: {exc}") from None
-    client_hooks.wait_for_bridge(sentry_sdk.get_client())
+    flush_hooks.wait_for_bridge(sentry_sdk.get_client())
 
 
-def install_propagators(env: Mapping[str, str]) -> None:
+def install_propagators(resolved: Resolved) -> None:
     """W3C trace context, W3C baggage and Sentry's headers, unless ``OTEL_PROPAGATORS`` chose.
 
-    sentry-sdk registers its own (deprecated) propagator under the same entry-point name ``sentry``; where
-    ``OTEL_PROPAGATORS`` named ``sentry`` and got that one, ours takes its place.
+    sentry-sdk registers its own (deprecated) propagator under the same entry-point name ``sentry``, and
+    OpenTelemetry may have loaded that one: where ``OTEL_PROPAGATORS`` names ``sentry``, the global
+    propagator is built again from the chosen names, as OpenTelemetry builds it, with ours for ``sentry``.
     """
     from opentelemetry import propagate
+    from opentelemetry.propagators.composite import CompositePropagator
 
-    if not env.get("OTEL_PROPAGATORS", "").strip():
+    names = resolved.propagators
+    if not resolved.propagators_from_env:
         propagate.set_global_textmap(default_propagator())
-        return
-    current = propagate.get_global_textmap()
-    members = getattr(current, "_propagators", None)
-    if isinstance(members, list):
-        members[:] = [
-            SentryPropagator() if type(member).__module__.startswith("sentry_sdk.") else member
-            for member in members
-        ]
+    elif "sentry" in names and "none" not in names:
+        propagate.set_global_textmap(CompositePropagator([_load_propagator(name) for name in names]))
+
+
+def _load_propagator(name: str) -> TextMapPropagator:
+    if name in ("sentry", "otel_bridge"):
+        return SentryPropagator()
+    entry_point = next(iter(entry_points(group=PROPAGATOR_GROUP, name=name)))
+    propagator: TextMapPropagator = entry_point.load()()
+    return propagator
 
 
 def install_event_processor() -> None:
@@ -162,7 +163,7 @@ def install_event_processor() -> None:
     if not _event_processor_added:
         add_global_event_processor(prepare_event)
         register_external_propagation_context(current_otel_ids)
-        install_span_exception_marking()
+        link_recorded_exceptions()
         _event_processor_added = True
 
 
@@ -188,11 +189,11 @@ def init(**options: Any) -> Optional[SentrySpanProcessor]:
             return None
         for warning in resolved.warnings:
             logger.warning("otel_bridge: %s", warning)
-        compat.verify()
+        _compat.verify()
         provider, created = _tracer_provider(resolved)
         start_sentry(config, provider.resource.attributes if provider is not None else {})
         install_event_processor()
-        install_propagators(env)
+        install_propagators(resolved)
 
         sampling.configure(resolved.sample_rate)
         processor = SentrySpanProcessor(

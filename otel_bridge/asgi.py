@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, MutableMapping, Sequence
-from contextvars import ContextVar
 from functools import partial
 from typing import Any, Callable, Optional, Union
 
@@ -23,12 +22,13 @@ from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_exclud
 
 from otel_bridge._collect import frameworks
 from otel_bridge._collect.live_errors import capture_unhandled
-from otel_bridge._collect.request_state import RequestContext, current_request, exception_key
+from otel_bridge._collect.request_state import RequestContext, current_request
 from otel_bridge._collect.sessions import track_request_session
+from otel_bridge._compat.sentry_asgi import mark_sentry_asgi_applied, unmark_sentry_asgi_applied
 from otel_bridge._compat.sentry_scope import custom_name_of
 from otel_bridge._convert.naming import SOURCE_CUSTOM, SOURCE_URL, name_from_asgi
+from otel_bridge._convert.options import convert_options
 from otel_bridge._convert.request_interface import request_from_asgi
-from otel_bridge._deliver.capture import convert_options
 from otel_bridge._drops import RateLimitedLogger
 from otel_bridge._setup import flush_before_exit
 
@@ -51,11 +51,6 @@ SPAN_NAMES = ("receive", "send")
 # when OpenTelemetry's ASGI middleware is in its own stack), Starlette's OpenTelemetryMiddleware one marked
 # "starlette.opentelemetry".
 ALREADY_TRACED_MARKERS = (("fastapi.telemetry", None), ("starlette.opentelemetry", True))
-
-try:
-    from sentry_sdk.integrations.asgi import _asgi_middleware_applied as _sentry_asgi_applied
-except ImportError:  # pragma: no cover - every supported sentry-sdk has it
-    _sentry_asgi_applied = ContextVar("otel_bridge_unused")
 
 
 class SentryAsgiMiddleware:
@@ -147,7 +142,8 @@ class SentryAsgiMiddleware:
             resolve_route=self._framework.resolve_route if self._framework is not None else None,
         )
         request_token = current_request.set(request)
-        sentry_token = _sentry_asgi_applied.set(True)
+        # a sentry-sdk SentryAsgiMiddleware inside this one passes the request straight through
+        sentry_token = mark_sentry_asgi_applied()
         _InFlight.count += 1
         try:
             with sentry_sdk.isolation_scope() as sentry_scope, track_request_session(sentry_scope):
@@ -163,10 +159,9 @@ class SentryAsgiMiddleware:
                     capture_unhandled(
                         exc, request.server_span, request.server_context, op, self.mechanism_type
                     )
-                    request.reported.add(exception_key(exc))
                     raise
         finally:
-            _sentry_asgi_applied.reset(sentry_token)
+            unmark_sentry_asgi_applied(sentry_token)
             current_request.reset(request_token)
             request.close()
             _InFlight.count -= 1
@@ -219,7 +214,6 @@ def _report_framework_exception(exc: BaseException, framework: str) -> None:
         return
     op = f"{request.asgi_scope.get('type', 'http')}.server"
     capture_unhandled(exc, request.server_span, request.server_context, op, framework)
-    request.reported.add(exception_key(exc))
 
 
 async def _answer_lifespan(receive: Receive, send: Send) -> None:

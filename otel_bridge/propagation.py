@@ -16,9 +16,9 @@ state, and every OTel service speaks it). When the ``sentry-trace`` names the sa
 and its ``sentry-*`` baggage are ignored. Without any ``sentry-trace``, ``sentry-*`` baggage is kept only
 when its ``sentry-trace_id`` equals the W3C trace id.
 
-A trace continued from a Sentry caller keeps the caller's dynamic sampling context unchanged (possibly
-empty, as sentry-sdk does for callers that sent no Sentry baggage); otherwise ``inject`` builds one from
-the active sentry-sdk client.
+A trace continued from a Sentry caller keeps the caller's dynamic sampling context unchanged; otherwise
+(also when the caller sent no Sentry baggage) ``inject`` sends the one this service starts for the trace
+(``_tracing.dsc``), frozen at its first use, which the trace's transaction and error events carry too.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_bridge._convert.naming import current_route_name
-from otel_bridge._tracing.sampling import decide, started_dsc
+from otel_bridge._tracing.dsc import resource_of, started_dsc
+from otel_bridge._tracing.sampling import decide
 
 __all__ = [
     "BAGGAGE_HEADER",
@@ -265,10 +266,13 @@ class SentryPropagator(TextMapPropagator):
     ) -> None:
         if context is None:
             context = get_current()
-        span_context = trace.get_current_span(context).get_span_context()
+        span = trace.get_current_span(context)
+        span_context = span.get_span_context()
         if not span_context.is_valid:
             return
-        dsc = get_dynamic_sampling_context(context) or started_dsc(span_context, current_route_name())
+        dsc = get_dynamic_sampling_context(context) or started_dsc(
+            span_context, current_route_name(), resource_of(span)
+        )
         sampled = span_context.trace_flags.sampled and decide(span_context.trace_id, dsc).sampled
         setter.set(
             carrier,

@@ -5,13 +5,16 @@ at most 50 envelopes a second and drops the rest once its queue is full. ``Concu
 everything of ``HttpTransport`` that decides what is sent and what an answer means (auth header,
 serialization and compression, rate limits, client reports, 413 handling, TLS options) and replaces how
 envelopes travel. Straight to Sentry, one thread (``sender.SocketSender``) keeps up to ``max_connections``
-POSTs in flight over non-blocking kept-alive sockets: urllib3 and ``http.client`` cost about 125 µs of CPU
-per POST and, spread over many threads, several hundred more in GIL hand-offs; this costs about 30 µs.
-Through a proxy, urllib3's ``ProxyManager`` keeps doing the work, from up to ``max_connections`` threads.
-The queue stays bounded (``transport_queue_size``); what does not fit is counted as ``queue_overflow``. Rate
-limits only grow when answers arrive out of order, and a client report that fails to go out is counted again.
+POSTs in flight over non-blocking kept-alive sockets, which costs a fraction of the CPU urllib3 and
+``http.client`` spend per POST, and none of the GIL hand-offs of many sending threads. Through a proxy,
+urllib3's ``ProxyManager`` keeps doing the work, from up to ``max_connections`` threads. The queue stays
+bounded (``transport_queue_size``); what does not fit is counted as ``queue_overflow``. Rate limits only
+grow when answers arrive out of order, and a client report that fails to go out is counted again.
 
-Requires sentry-sdk 2.57 or later (``HttpTransportCore._create_worker``).
+All of this overrides private methods of sentry-sdk's transport (``_compat.sentry_transport`` checks them).
+When they no longer hold, ``ConcurrentHttpTransport(options)`` gives sentry-sdk's own ``HttpTransport``
+instead, and ``default_transport_class()`` names it. Requires sentry-sdk 2.57 or later
+(``HttpTransportCore._create_worker``).
 """
 
 from __future__ import annotations
@@ -19,24 +22,22 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import socket
 import ssl
 import threading
 import time
-import weakref
 import zlib
-from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 import urllib3
 from sentry_sdk.envelope import Envelope
-from sentry_sdk.transport import HttpTransport, _parse_rate_limits
+from sentry_sdk.transport import HttpTransport
 from sentry_sdk.worker import Worker
 
-from otel_bridge._deliver.http1 import Endpoint
+from otel_bridge._compat.sentry_transport import parse_rate_limits, transport_reaches_hold
+from otel_bridge._deliver.http1 import Endpoint, with_nodelay
+from otel_bridge._deliver.queue import BackgroundQueue, renew_after_fork
 from otel_bridge._deliver.sender import DEFAULT_MAX_QUEUE_BYTES, CountedWork, SocketSender
 from otel_bridge._drops import RateLimitedLogger, lost
 
@@ -65,88 +66,42 @@ class ConcurrentWorker(CountedWork):
     def __init__(self, queue_size: int, max_threads: int = DEFAULT_MAX_CONNECTIONS, name: str = "") -> None:
         self.queue_size = max(1, queue_size)
         self.max_threads = max(1, max_threads)
-        self._name = name or "otel_bridge.transport"
-        self._killed = False
-        self._reset()
-        _after_fork.add(self)
-
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._has_work = threading.Condition(self._lock)
-        self._all_done = threading.Condition(self._lock)
-        self._jobs: deque[Job] = deque()
-        self._unfinished = 0
-        self._idle = 0
-        self._threads: list[threading.Thread] = []
-        self._pid = os.getpid()
-
-    def _after_fork_in_child(self) -> None:
-        self._reset()
-
-    @property
-    def is_alive(self) -> bool:
-        with self._lock:
-            return self._pid == os.getpid() and any(thread.is_alive() for thread in self._threads)
+        self._queue: BackgroundQueue[Job] = BackgroundQueue(
+            self._run,
+            name=name or "otel_bridge.transport",
+            max_items=self.queue_size,
+            max_threads=self.max_threads,
+        )
 
     @property
     def thread_count(self) -> int:
-        with self._lock:
-            return len(self._threads)
-
-    def full(self) -> bool:
-        return len(self._jobs) >= self.queue_size
+        return len(self._queue.threads)
 
     def submit(self, callback: Job) -> bool:
-        with self._lock:
-            if self._killed or len(self._jobs) >= self.queue_size:
-                return False
-            self._jobs.append(callback)
-            self._unfinished += 1
-            if self._idle < len(self._jobs) and len(self._threads) < self.max_threads:
-                self._start_thread()
-            else:
-                self._has_work.notify()
-            return True
-
-    def _start_thread(self) -> None:
-        thread = threading.Thread(
-            target=self._run, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
-        )
-        try:
-            thread.start()
-        except RuntimeError:
-            # the interpreter is shutting down; a thread that is already running takes the job
-            self._has_work.notify()
-            return
-        self._threads.append(thread)
+        return self._queue.put(callback)
 
     def _run(self) -> None:
-        lock, jobs = self._lock, self._jobs
         while True:
-            with lock:
-                while not jobs:
-                    if self._killed:
-                        if threading.current_thread() in self._threads:
-                            self._threads.remove(threading.current_thread())
-                        return
-                    self._idle += 1
-                    self._has_work.wait()
-                    self._idle -= 1
-                job = jobs.popleft()
+            job = self._queue.get()
+            if job is None:
+                return
             try:
                 job()
             except Exception:
                 sdk_logger.error("Failed processing job", exc_info=True)
             finally:
-                with lock:
-                    self._unfinished -= 1
-                    if self._unfinished == 0:
-                        self._all_done.notify_all()
+                self._queue.done()
 
-    def kill(self) -> None:
-        with self._lock:
-            self._killed = True
-            self._has_work.notify_all()
+
+def default_transport_class(max_queue_bytes: Optional[int] = None) -> type[HttpTransport]:
+    """The transport ``otel_bridge.init()`` gives a client it creates: ``ConcurrentHttpTransport`` (a variant
+    whose queue holds at most ``max_queue_bytes``, when that differs from the default), or sentry-sdk's own
+    ``HttpTransport`` when the installed sentry-sdk no longer has what ``ConcurrentHttpTransport`` needs."""
+    if not transport_reaches_hold():
+        return HttpTransport
+    if max_queue_bytes is None or max_queue_bytes == ConcurrentHttpTransport.max_queue_bytes:
+        return ConcurrentHttpTransport
+    return ConcurrentHttpTransport.with_max_queue_bytes(max_queue_bytes)
 
 
 class ConcurrentHttpTransport(HttpTransport):
@@ -160,6 +115,13 @@ class ConcurrentHttpTransport(HttpTransport):
     max_connections: ClassVar[int] = DEFAULT_MAX_CONNECTIONS
     max_queue_bytes: ClassVar[int] = DEFAULT_MAX_QUEUE_BYTES
     summarizes_losses: ClassVar[bool] = True
+
+    def __new__(cls, options: dict[str, Any]) -> ConcurrentHttpTransport:
+        if transport_reaches_hold():
+            return super().__new__(cls)
+        # The private methods this class overrides no longer hold (a warning named them): sentry-sdk's own
+        # transport, whole. Not an instance of ``cls``, so Python does not run our ``__init__`` on it.
+        return HttpTransport(options)  # type: ignore[return-value]
 
     @classmethod
     def with_max_connections(cls, max_connections: int) -> type[ConcurrentHttpTransport]:
@@ -188,7 +150,7 @@ class ConcurrentHttpTransport(HttpTransport):
         super().__init__(options)
         if type(self._pool) is urllib3.PoolManager:
             self._worker = self._socket_sender(options)
-        _after_fork.add(self)
+        renew_after_fork(self)
 
     def _create_worker(self, options: dict[str, Any]) -> Worker:
         return ConcurrentWorker(options["transport_queue_size"], self.max_connections)
@@ -231,12 +193,8 @@ class ConcurrentHttpTransport(HttpTransport):
         options = super()._get_pool_options()
         options["maxsize"] = self.max_connections
         # sentry-sdk's socket options (``socket_options``, ``keep_alive``) replace urllib3's, TCP_NODELAY
-        # with them: urllib3 writes headers and body apart, and each envelope would wait for a delayed ACK.
-        socket_options = options.get("socket_options")
-        if socket_options is None:
-            options["socket_options"] = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-        elif not any(option[:2] == (socket.IPPROTO_TCP, socket.TCP_NODELAY) for option in socket_options):
-            options["socket_options"] = [*socket_options, (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        # with them; both the proxy path and the socket sender take theirs from here
+        options["socket_options"] = with_nodelay(options.get("socket_options"))
         return options
 
     def _request(self, method: str, endpoint_type: Any, body: Any, headers: Mapping[str, str]) -> Any:
@@ -258,13 +216,11 @@ class ConcurrentHttpTransport(HttpTransport):
         body = compressor.compress(envelope.serialize()) + compressor.flush()
         return "gzip", io.BytesIO(body)
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._reports_lock = threading.RLock()
         self._limits_lock = threading.Lock()
-        # the inherited sockets belong to the parent's connections
+        # the inherited sockets belong to the parent's connections (the worker renews itself)
         self._pool = self._make_pool()
-        if isinstance(self._worker, SocketSender):
-            self._worker.after_fork_in_child()
 
     def pending(self) -> int:
         """Envelopes (and jobs) queued, in flight or waiting to be tried again."""
@@ -355,7 +311,7 @@ class ConcurrentHttpTransport(HttpTransport):
         header = self._get_header_value(response, "x-sentry-rate-limits")
         if not header:
             return False
-        return any(True for _ in _parse_rate_limits(header))
+        return any(True for _ in parse_rate_limits(header))
 
     def _update_rate_limits(self, response: Any) -> None:
         # Answers arrive out of order: a limit only ever gets longer here, never shorter.
@@ -396,22 +352,3 @@ class ConcurrentHttpTransport(HttpTransport):
             f"otel_bridge: Sentry rate-limited {categories} for {seconds} s; dropped meanwhile, counted in "
             "client reports (this warning at most once a minute)"
         )
-
-
-class _AfterFork:
-    """Objects told, in a child process after ``fork``, to drop their parent's threads and sockets."""
-
-    def __init__(self) -> None:
-        self._members: weakref.WeakSet[Any] = weakref.WeakSet()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._run)
-
-    def add(self, member: Any) -> None:
-        self._members.add(member)
-
-    def _run(self) -> None:
-        for member in list(self._members):
-            member._after_fork_in_child()
-
-
-_after_fork = _AfterFork()

@@ -16,6 +16,11 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from otel_bridge import SentrySpanProcessor  # noqa: E402
 from otel_bridge._tracing.sampling import frozen_contexts  # noqa: E402
 from tests.receiver import EnvelopeReceiver  # noqa: E402
+from tests.versions import header_lines  # noqa: E402
+
+
+def pytest_report_header() -> list[str]:
+    return header_lines()
 
 
 @pytest.fixture
@@ -51,6 +56,17 @@ def start_traced(receiver: EnvelopeReceiver) -> Iterator[StartTraced]:
 def traced(start_traced: StartTraced) -> tuple[TracerProvider, SentrySpanProcessor]:
     """A sentry-sdk client sending to ``receiver`` and a private ``TracerProvider`` with the processor."""
     return start_traced()
+
+
+@pytest.fixture
+def fresh_reaches() -> Iterator[None]:
+    """Every private reach checked anew in the test (which changes sentry-sdk or OTel under the bridge),
+    and again after it."""
+    from otel_bridge import _compat
+
+    _compat.reset()
+    yield
+    _compat.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ off. Against the real loopback endpoint, through real sentry-sdk clients."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -70,17 +71,28 @@ def test_an_unexpected_error_in_the_http_code_costs_one_envelope_and_the_sender_
     ]
 
 
-def test_a_dead_sender_thread_is_started_again_by_the_next_envelope(receiver: EnvelopeReceiver) -> None:
+class _Crash(BaseException):
+    """Not an ``Exception``: it ends the thread, as a crash would."""
+
+
+def test_a_dead_sender_thread_is_started_again_by_the_next_envelope(
+    receiver: EnvelopeReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashes: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashes.append(args.exc_type))
     with client_for(receiver) as client:
         sentry_sdk.capture_message("first")
         client.flush(timeout=5)
         sender = sender_of(client)
-        sender._killed = True  # the thread ends as a crashed one would
-        sender._wake()
-        assert sender._thread is not None
-        sender._thread.join(timeout=5)
+        [thread] = sender.threads
+
+        def crash() -> None:
+            raise _Crash
+
+        assert sender.submit(crash)
+        thread.join(timeout=5)
         assert not sender.is_alive
-        sender._killed = False
+        assert crashes == [_Crash]
         sentry_sdk.capture_message("second")
         client.flush(timeout=5)
         assert sender.is_alive

@@ -16,7 +16,6 @@ from opentelemetry.trace import SpanKind
 from sentry_sdk.utils import json_dumps
 
 from otel_bridge import SentrySpanProcessor
-from otel_bridge._deliver import serializer as serialization
 from otel_bridge._deliver.fitting import (
     DEFAULT_MAX_BYTES,
     LAST_RESORT_CUT_LENGTH,
@@ -174,7 +173,10 @@ def test_a_transaction_of_900_spans_keeps_the_spans_that_fit_and_reports_the_res
 
 
 def test_a_sentry_sdk_whose_client_is_not_the_one_known_is_left_alone_and_said_so(
-    fitting_installed: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fitting_installed: None,
+    fresh_reaches: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     uninstall()
 
@@ -182,13 +184,15 @@ def test_a_sentry_sdk_whose_client_is_not_the_one_known_is_left_alone_and_said_s
         return event
 
     monkeypatch.setattr(sentry_sdk.client._Client, "_prepare_event", _prepare_event)
-    monkeypatch.setattr(serialization, "_warned_unfitted", False)
     install()
     install()
     assert sentry_sdk.client._Client._prepare_event is _prepare_event
     assert sentry_sdk.client.serialize is fast_serialize  # type: ignore[attr-defined]
     warnings = [
-        record.getMessage() for record in caplog.records if "cannot fit events" in record.getMessage()
+        record.getMessage()
+        for record in caplog.records
+        if "client _prepare_event relies on" in record.getMessage()
+        and "not trimmed to Sentry's size limit" in record.getMessage()
     ]
     assert len(warnings) == 1
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -317,6 +319,64 @@ def test_through_a_proxy_urllib3_sends_from_threads(receiver: EnvelopeReceiver) 
     assert sorted(event["message"] for event in receiver.events()) == sorted(
         f"via proxy {number}" for number in range(20)
     )
+
+
+def _urllib3_instrumentation() -> Any:
+    """contrib's urllib3 instrumentation, fetched at test time: as a dependency of the test extra it would
+    hold the whole contrib line back (its newest release can trail the others' by a patch)."""
+    from tests.upstream.fetch import Unavailable, unpacked_wheel
+
+    try:
+        path = str(
+            unpacked_wheel("opentelemetry-instrumentation-urllib3", alongside="opentelemetry-instrumentation")
+        )
+    except Unavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot check the proxy path against urllib3's instrumentation: {exc}")
+        pytest.skip(f"needs {exc}")
+    if path not in sys.path:
+        sys.path.append(path)
+    return importlib.import_module("opentelemetry.instrumentation.urllib3")
+
+
+def test_the_proxy_paths_posts_are_not_traced_while_the_apps_own_urllib3_calls_are(
+    receiver: EnvelopeReceiver,
+) -> None:
+    """With contrib's urllib3 instrumentation installed, the sending threads' POSTs would otherwise each be
+    a span of the app's, sent to every backend (and through the bridge to Sentry, one more envelope each)."""
+    urllib3_instrumentation = _urllib3_instrumentation()
+    import urllib3
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = urllib3_instrumentation.URLLib3Instrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    dsn = f"http://{receiver.key}@sentry.invalid/{receiver.project_id}"
+    client = sentry_sdk.Client(
+        dsn=dsn, transport=ConcurrentHttpTransport, http_proxy=receiver.url, transport_queue_size=100
+    )
+    try:
+        with sentry_sdk.new_scope() as scope:
+            scope.set_client(client)
+            assert isinstance(transport_of(client)._worker, ConcurrentWorker)
+            for number in range(5):
+                sentry_sdk.capture_message(f"via proxy {number}")
+            client.flush(timeout=10)
+        # the app's own call, on its own thread
+        urllib3.PoolManager().request("GET", f"{receiver.url}/health")
+    finally:
+        client.close(timeout=2)
+        instrumentor.uninstrument()
+    assert len(receiver.events()) == 5, "the POSTs went out through the proxy"
+    methods = [
+        span.attributes.get("http.request.method", span.attributes.get("http.method"))
+        for span in exporter.get_finished_spans()
+    ]
+    assert methods == ["GET"], methods
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from sentry_sdk.scope import Scope
 
+from otel_bridge._collect.reported import link_recorded_exceptions
 from otel_bridge._collect.request_state import RequestContext, current_request
 from otel_bridge._convert.events import FinishedTrace
 from otel_bridge._deliver import flush_hooks as client_hooks
 from otel_bridge._deliver.capture import flush_client, send_trace
-from otel_bridge._deliver.trace_worker import BackgroundWorker
+from otel_bridge._deliver.trace_worker import TraceWorker
 from otel_bridge._drops import DropCounter
 from otel_bridge._tracing.sampler_context import parent_sampled, sampling_context
 from otel_bridge._tracing.sampling import Decision, deciding, sample_with, traces_sampler
@@ -97,11 +98,14 @@ class SentrySpanProcessor(SpanProcessor):
         self._owner: dict[int, _OpenTrace] = {}
         self._open: dict[int, _OpenTrace] = {}
         self.drops = DropCounter()
-        self._worker = BackgroundWorker(max_queued_traces, self.drops, tick=self._evict_stale_roots)
+        self._worker = TraceWorker(max_queued_traces, self.drops, tick=self._evict_stale_roots)
         self._worker.start()
         # sentry_sdk.flush() and Client.close() wait for this processor's queue too
         client_hooks.register(self)
         client_hooks.wait_for_bridge(sentry_sdk.get_client())
+        # exceptions recorded on spans stay linked to their objects, so that one reported live is not sent
+        # again from its spans, and another with the same type and message is
+        link_recorded_exceptions()
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         context = span.get_span_context()
@@ -175,7 +179,6 @@ class SentrySpanProcessor(SpanProcessor):
             incoming_dsc=owner.incoming_dsc or None,
         )
         isolation, current = owner.isolation, owner.current
-        reported = request.reported if request is not None else frozenset()
         client = sentry_sdk.get_client()
         if not client.is_active():
             warn_without_client("SentrySpanProcessor")
@@ -187,7 +190,7 @@ class SentrySpanProcessor(SpanProcessor):
 
         def send() -> None:
             with deciding(trace_id, decision):
-                send_trace(finished, isolation, current, reported)
+                send_trace(finished, isolation, current)
 
         self._worker.submit(send)
 

@@ -67,23 +67,49 @@ def reaches() -> list[Reach]:
         return [_registry[name] for name in sorted(_registry)]
 
 
-def _run(entry: Reach) -> bool:
+def _probe(entry: Reach) -> tuple[bool, str]:
     try:
-        held = bool(entry.check())
-    except Exception:
-        logger.debug("otel_bridge: the check of %s raised", entry.name, exc_info=True)
-        held = False
+        return bool(entry.check()), ""
+    except Exception as exc:
+        return False, f": {exc!r}"
+
+
+def _run(entry: Reach) -> bool:
+    held, detail = _probe(entry)
+    _record(entry, held, detail)
+    return held
+
+
+def failing() -> list[tuple[Reach, str]]:
+    """The reaches that do not hold on the installed libraries, each with why, without warning or
+    remembering (``otel-bridge doctor``)."""
+    found = []
+    for entry in reaches():
+        held, detail = _probe(entry)
+        if not held:
+            found.append((entry, detail.removeprefix(": ")))
+    return found
+
+
+def _record(entry: Reach, held: bool, detail: str = "") -> None:
     if not held and _results.get(entry.name) is not False:
         logger.warning(
-            "otel_bridge: the installed %s no longer has what %s relies on (%s; verified on %s); %s",
-            _library_versions(),
+            "otel_bridge: the installed %s no longer has what %s relies on (%s; verified on %s)%s; %s",
+            library_versions(),
             entry.name,
             entry.target,
             entry.verified,
+            detail,
             entry.fallback,
         )
     _results[entry.name] = held
-    return held
+
+
+def note_broken(name: str, detail: str) -> None:
+    """A reach found not to hold while in use (a probe of a particular object): warned once, then avoided."""
+    with _lock:
+        _load_all()
+        _record(_registry[name], False, f": {detail}")
 
 
 def verify() -> list[str]:
@@ -105,7 +131,7 @@ def holds(name: str) -> bool:
         return _results[name]
 
 
-def _library_versions() -> str:
+def library_versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
@@ -115,3 +141,17 @@ def _library_versions() -> str:
         except PackageNotFoundError:
             continue
     return " / ".join(found) or "sentry-sdk"
+
+
+def reset() -> None:
+    """Forget every check's result (tests change the libraries under the bridge)."""
+    with _lock:
+        _results.clear()
+
+
+def markdown_table() -> str:
+    """The README's table of reaches."""
+    rows = ["| reach | relies on | verified on | when it does not hold |", "|---|---|---|---|"]
+    for entry in reaches():
+        rows.append(f"| {entry.name} | `{entry.target}` | {entry.verified} | {entry.fallback} |")
+    return "\n".join(rows)

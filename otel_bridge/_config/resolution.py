@@ -277,22 +277,23 @@ def _doubled_senders() -> Optional[str]:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otel_bridge import _setup as bootstrap
+    from otel_bridge import _setup
     from otel_bridge._collect.processor import SentrySpanProcessor
-    from otel_bridge._deliver import flush_hooks as client_hooks
+    from otel_bridge._compat.otel_sdk import span_processors_of
+    from otel_bridge._deliver import flush_hooks
     from otel_bridge.exporter import SentrySpanExporter
 
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         return None
-    processors = client_hooks._processors_of(provider) or ()
-    own = bootstrap.active_processor()
+    processors = span_processors_of(provider) or ()
+    own = _setup.active_processor()
     by_hand = [
         processor
         for processor in processors
         if isinstance(processor, SentrySpanProcessor)
         and processor is not own
-        and processor in client_hooks._drainables
+        and flush_hooks.is_registered(processor)
     ]
     if not by_hand:
         return None

@@ -1,22 +1,30 @@
-"""Finished OTel spans to Sentry events. Pure: no I/O, no clock, no globals; tested directly."""
+"""Finished OTel spans to Sentry events; tested directly.
+
+A function of the trace and the options: no network, no clock, no sentry-sdk client, and the trace's dynamic
+sampling context comes decided (``_tracing.dsc``). What it takes from the process: the source files of
+frames, for context lines (``read_lines``), and ``sys.path`` and ``__main__``, to name frames' modules as
+sentry-sdk does (``frames``); and it keeps caches of answers that depend on nothing else (``privacy``).
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Optional
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
+from otel_bridge._collect.reported import UNREPORTED, RecordedMatcher
 from otel_bridge._convert import semconv
 from otel_bridge._convert.collection import Collection, DataCollection
 from otel_bridge._convert.frames import parse_exception
-from otel_bridge._convert.naming import SOURCE_ROUTE, Route, name_from_asgi, name_from_span
+from otel_bridge._convert.naming import Route, name_from_asgi, name_from_span
 from otel_bridge._convert.privacy import scrub_url
 from otel_bridge._convert.request_interface import request_from_attributes
+from otel_bridge._tracing.dsc import Sender, build_dsc
 
 _FRAME_LINE = re.compile(r'^\s*File "([^"\n]+)", line (\d+)', re.MULTILINE)
 ORIGIN = "auto.otel"
@@ -102,12 +110,10 @@ class FinishedTrace:
     transaction_style: Optional[str] = None
     route: Optional[Route] = None
     dropped_spans: int = 0
-    sample_rate: Optional[float] = None
-    sample_rand: Optional[float] = None
-    sampled: bool = True
     incoming_dsc: Optional[dict[str, str]] = None
-    extra_contexts: dict[str, Any] = field(default_factory=dict)
     custom_name: Optional[tuple[str, str]] = None
+    dsc: Optional[dict[str, str]] = None
+    """The trace's dynamic sampling context, decided before conversion (``_tracing.dsc.decided``)."""
 
 
 def http_status_to_sentry(code: int) -> str:
@@ -231,25 +237,17 @@ def _resource_value(resource: Mapping[str, Any], *names: str) -> Optional[str]:
 def dynamic_sampling_context(
     trace: FinishedTrace, facts: _TraceFacts, options: ConvertOptions
 ) -> dict[str, str]:
-    """The caller's frozen context when a Sentry SDK sent one, else the one this service starts."""
-    if trace.incoming_dsc:
-        return dict(trace.incoming_dsc)
-    trace_id, _span_id = _ids(trace.root)
-    dsc = {"trace_id": trace_id, "sampled": "true" if trace.sampled else "false"}
-    if options.public_key:
-        dsc["public_key"] = options.public_key
-    if options.org_id:
-        dsc["org_id"] = options.org_id
-    if trace.sample_rate is not None:
-        dsc["sample_rate"] = repr(trace.sample_rate)
-    if trace.sample_rand is not None:
-        dsc["sample_rand"] = f"{trace.sample_rand:.6f}"
-    for key in ("environment", "release"):
-        if facts.common.get(key):
-            dsc[key] = facts.common[key]
-    if facts.source in (SOURCE_ROUTE, "component", "custom"):
-        dsc["transaction"] = facts.name
-    return dsc
+    """The DSC decided before conversion (a copy, which the trace's events share). A trace converted without
+    one (tests, tools) gets the caller's, else what ``_tracing.dsc.build_dsc`` makes of the options alone,
+    with no sampling decision."""
+    decided = trace.dsc if trace.dsc is not None else trace.incoming_dsc
+    if decided:
+        return dict(decided)
+    context = trace.root.get_span_context()
+    common = facts.common
+    sender = Sender(options.public_key, options.org_id, common.get("environment"), common.get("release"))
+    trace_id = context.trace_id if context is not None else 0
+    return build_dsc(trace_id, sender, transaction=facts.name, source=facts.source)
 
 
 @dataclass(frozen=True)
@@ -299,14 +297,14 @@ def to_transaction(trace: FinishedTrace, options: ConvertOptions) -> dict[str, A
 def to_events(
     trace: FinishedTrace,
     options: ConvertOptions,
-    already_reported: Container[tuple[Any, ...]] = (),
+    matcher: RecordedMatcher = UNREPORTED,
     *,
     with_transaction: bool = True,
     read_lines: Optional[Callable[[str], Optional[list[str]]]] = None,
 ) -> list[dict[str, Any]]:
     """The trace's transaction (unless ``with_transaction`` is false), then its error events (see
     ``to_error_events``), all from one set of per-trace facts."""
-    kept = _unreported_exceptions(trace, already_reported)
+    kept = _unreported_exceptions(trace, matcher)
     if not with_transaction and not kept:
         return []
     facts = _trace_facts(trace, options)
@@ -336,7 +334,7 @@ def _transaction(
     if "data" in root_json:
         trace_context["data"] = root_json["data"]
 
-    contexts: dict[str, Any] = {"trace": trace_context, **trace.extra_contexts}
+    contexts: dict[str, Any] = {"trace": trace_context}
     if facts.resource:
         contexts["otel"] = {"resource": {key: _json_value(value) for key, value in facts.resource.items()}}
 
@@ -355,6 +353,7 @@ def _transaction(
         contexts["response"] = {"status_code": code}
         event["tags"] = {"http.status_code": str(code)}
     if trace.dropped_spans:
+        # sentry-sdk's client pops it and records the spans as lost (see ``_compat.sentry_event``)
         event["_dropped_spans"] = trace.dropped_spans
     return event
 
@@ -368,6 +367,7 @@ class _Recorded:
     timestamp: int
     key: tuple[str, str]
     outermost: Optional[ReadableSpan] = None
+    event: Optional[Event] = None
 
     def raise_site(self) -> Optional[tuple[str, int]]:
         """File and line of the last frame in the recorded traceback text: where it was raised."""
@@ -390,7 +390,7 @@ def _recorded_exceptions(spans: Iterable[ReadableSpan]) -> list[_Recorded]:
                 str(attributes.get("exception.type") or ""),
                 str(attributes.get("exception.message") or ""),
             )
-            found.append(_Recorded(span, attributes, span_event.timestamp or 0, key))
+            found.append(_Recorded(span, attributes, span_event.timestamp or 0, key, event=span_event))
     found.sort(key=lambda recorded: recorded.timestamp)
     return found
 
@@ -435,31 +435,29 @@ def _escaped(recorded: _Recorded) -> bool:
 def to_error_events(
     trace: FinishedTrace,
     options: ConvertOptions,
-    already_reported: Container[tuple[Any, ...]] = (),
+    matcher: RecordedMatcher = UNREPORTED,
     read_lines: Optional[Callable[[str], Optional[list[str]]]] = None,
 ) -> list[dict[str, Any]]:
     """One error event per exception recorded on the trace's spans, at the innermost span it was recorded on.
 
-    The same exception recorded again by enclosing spans as it propagates is the same event;
-    ``already_reported`` holds ``(exception.type, exception.message)`` or ``(type, message, (file, line))``
-    of exceptions sent with their live object, which are skipped.
+    The same exception recorded again by enclosing spans as it propagates is the same event; ``matcher``
+    (``otel_bridge._collect.reported``) tells which span events record the same exception, and which
+    exceptions already reached Sentry with their live object, which are skipped.
     """
-    return to_events(trace, options, already_reported, with_transaction=False, read_lines=read_lines)
+    return to_events(trace, options, matcher, with_transaction=False, read_lines=read_lines)
 
 
-def _unreported_exceptions(
-    trace: FinishedTrace, already_reported: Container[tuple[Any, ...]]
-) -> list[_Recorded]:
+def _unreported_exceptions(trace: FinishedTrace, matcher: RecordedMatcher) -> list[_Recorded]:
     spans = [trace.root, *trace.children]
     parents = {_span_id(span): span.parent.span_id for span in spans if span.parent is not None}
     kept: list[_Recorded] = []
     for recorded in _recorded_exceptions(spans):
         if recorded.key[0] in NOT_ERRORS:
             continue
-        if recorded.key in already_reported or (*recorded.key, recorded.raise_site()) in already_reported:
+        if matcher.reported(recorded):
             continue
         for earlier in kept:
-            if earlier.key == recorded.key and _is_same_or_inside(earlier.span, recorded.span, parents):
+            if matcher.same(earlier, recorded) and _is_same_or_inside(earlier.span, recorded.span, parents):
                 earlier.outermost = recorded.span
                 break
         else:

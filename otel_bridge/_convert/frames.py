@@ -15,10 +15,11 @@ import linecache
 import os
 import re
 import sys
-import sysconfig
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+from otel_bridge._convert.in_app import in_app_rule
 
 __all__ = ["MAX_EXCEPTIONS", "MAX_FRAMES", "ReadLines", "parse_exception", "read_source_lines"]
 
@@ -54,8 +55,6 @@ _GROUP_TITLE = re.compile(r"( *)(?:\+-|  )\+-+ (?:\d+|\.\.\.) -+")
 _GROUP_CLOSE = re.compile(r" *\+-+")
 _GROUP_CONTENT = re.compile(r"( *)[|+](?: (.*))?")
 _FROZEN = re.compile(r"<frozen ([\w.]+)>")
-_EXTERNAL = re.compile(r"[\\/](?:dist|site)-packages[\\/]")
-_STDLIB_LIKE = re.compile(r"[\\/]lib(?:64)?[\\/]python\d+(?:\.\d+)?t?[\\/]")
 _SOURCE_SUFFIXES = (".py", ".pyw")
 _MODULE_SUFFIXES = (".py", ".pyw", ".pyc")
 
@@ -139,9 +138,8 @@ def parse_exception(
     ``read_lines(path)`` gives a source file's lines for context (``None`` picks :func:`read_source_lines`);
     with ``source_context`` false (sentry-sdk's ``include_source_context=False``) frames have no lines at all.
     Frame ``module`` and the relative ``filename`` come from the ``search_paths`` entry (``sys.path`` by
-    default) a file lies under. ``in_app``: ``in_app_include``, then ``in_app_exclude`` (module prefixes),
-    then false for site-packages, dist-packages, the standard library and frozen modules, then, when
-    ``project_root`` is given, whether the file lies under it; true otherwise.
+    default) a file lies under. ``in_app``: the rule of :mod:`otel_bridge._convert.in_app`, the same as for
+    frames of exceptions sent live.
     """
     try:
         return _parse(
@@ -487,13 +485,6 @@ def _group_block(tokens: Sequence[_Token], position: int, depth: int) -> tuple[l
 # --- frames ---------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _stdlib_prefixes() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    found = {os.path.normpath(paths[key]) for key in ("stdlib", "platstdlib") if paths.get(key)}
-    return tuple(path.rstrip(os.sep) + os.sep for path in found)
-
-
 class _Frames:
     """Sentry frames and entries, with what one call of :func:`parse_exception` needs cached."""
 
@@ -508,9 +499,7 @@ class _Frames:
     ) -> None:
         self._read_lines = read_lines
         self._source_context = source_context
-        self._include = tuple(in_app_include)
-        self._exclude = tuple(in_app_exclude)
-        self._root = _directory(project_root) if project_root else None
+        self._in_app = in_app_rule(tuple(in_app_include), tuple(in_app_exclude), project_root)
         self._search = sorted(
             {
                 _directory(path)
@@ -554,7 +543,7 @@ class _Frames:
                 frame.update(self._context(path, raw.lineno, raw.printed))
         elif raw.printed and self._source_context:
             frame["context_line"] = _clip(raw.printed, _MAX_LINE)
-        frame["in_app"] = self._in_app(module, path)
+        frame["in_app"] = bool(self._in_app(module, path))
         return frame
 
     def _module(self, path: str) -> tuple[Optional[str], str]:
@@ -596,22 +585,6 @@ class _Frames:
             self._sources[path] = lines if valid else None
         return self._sources[path]
 
-    def _in_app(self, module: Optional[str], path: str) -> bool:
-        if _module_in(module, self._include):
-            return True
-        if _module_in(module, self._exclude):
-            return False
-        if (
-            _EXTERNAL.search(path)
-            or path.startswith("<frozen ")
-            or path.startswith(_stdlib_prefixes())
-            or _STDLIB_LIKE.search(path)
-        ):
-            return False
-        if self._root is not None:
-            return path.startswith(self._root)
-        return True
-
 
 def _main_file() -> Optional[str]:
     """The script run as ``__main__``, whose frames sentry-sdk puts in module ``__main__``."""
@@ -645,9 +618,3 @@ def _module_for(path: str, search: Sequence[str]) -> tuple[Optional[str], str]:
             module = ".".join(parts)
             return module, relative if "." in module else os.path.basename(path)
     return None, path
-
-
-def _module_in(module: Optional[str], prefixes: Sequence[str]) -> bool:
-    return module is not None and any(
-        module == prefix or module.startswith(prefix + ".") for prefix in prefixes
-    )

@@ -4,7 +4,7 @@ With ``trace_lifecycle="stream"`` sentry-sdk sends every span as an item of its 
 transaction per local root. The attribute names are the ones sentry-sdk's ASGI middleware writes on its
 segment span (``sentry.op``, ``sentry.segment.name.source``, ``http.request.method``,
 ``http.request.header.<name>``, ``url.full``...); the ids, timestamps, names, statuses and the scrubbed
-OTel attributes come from the transaction ``convert.to_events`` built, so naming, privacy and the dynamic
+OTel attributes come from the transaction ``events.to_events`` built, so naming, privacy and the dynamic
 sampling context are the ones the transaction would have had.
 """
 

@@ -2,72 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 import sentry_sdk
 from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
-from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
-from sentry_sdk.utils import Dsn
 
-from otel_bridge._collect.request_state import ExceptionKey, Reported, recent_reports
+from otel_bridge._collect.reported import LIVE
+from otel_bridge._compat import holds
+from otel_bridge._compat.sentry_event import EVENT_DROPPED_SPANS
 from otel_bridge._compat.sentry_scope import custom_name_of
-from otel_bridge._convert.collection import data_collection_from_options
 from otel_bridge._convert.event_filters import has_ignored_status, is_ignored_error
-from otel_bridge._convert.events import ConvertOptions, FinishedTrace, to_events
+from otel_bridge._convert.events import FinishedTrace, to_events, transaction_name
+from otel_bridge._convert.options import convert_options
 from otel_bridge._deliver.stream_capture import span_stream
-from otel_bridge._tracing.sampling import decide, frozen_contexts
+from otel_bridge._tracing import dsc
+from otel_bridge._tracing.sampling import decide
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
-
-_cached: list[tuple[Any, ConvertOptions]] = []
-
-
-def convert_options(client: Any) -> ConvertOptions:
-    """The client's settings that conversion needs, computed once per client."""
-    if _cached and _cached[0][0] is client:
-        return _cached[0][1]
-    options = client.options
-    data_collection = data_collection_from_options(options)
-    if data_collection is not None:
-        # sentry-sdk then ignores send_default_pii and drops its EventScrubber; our deny-list still applies
-        send_default_pii = data_collection.user_info
-    else:
-        send_default_pii = bool(options.get("send_default_pii"))
-    scrubber = options.get("event_scrubber")
-    if scrubber is not None:
-        denylist = tuple(scrubber.denylist)
-    else:
-        denylist = tuple(DEFAULT_DENYLIST) + (() if send_default_pii else tuple(DEFAULT_PII_DENYLIST))
-    public_key: Optional[str] = None
-    if options.get("dsn"):
-        public_key = Dsn(options["dsn"]).public_key
-    result = ConvertOptions(
-        send_default_pii=send_default_pii,
-        denylist=tuple(word.lower() for word in denylist),
-        data_collection=data_collection,
-        environment=options.get("environment"),
-        release=options.get("release"),
-        server_name=options.get("server_name"),
-        public_key=public_key,
-        in_app_include=tuple(options.get("in_app_include") or ()),
-        in_app_exclude=tuple(options.get("in_app_exclude") or ()),
-        project_root=options.get("project_root"),
-        include_source_context=options.get("include_source_context") is not False,
-        org_id=getattr(getattr(client, "parsed_dsn", None), "org_id", None),
-    )
-    _cached[:] = [(client, result)]
-    return result
 
 
 def send_trace(
     trace: FinishedTrace,
     isolation: Optional[Scope],
     current: Optional[Scope],
-    already_reported: Collection[ExceptionKey] = (),
 ) -> None:
     """The trace's transaction and one error event per exception its spans recorded, inside its scopes."""
     client = sentry_sdk.get_client()
@@ -76,16 +37,24 @@ def send_trace(
     options = convert_options(client)
     stream = span_stream(client)
     trace_id = _trace_id(trace)
-    incoming = trace.incoming_dsc or frozen_contexts.get(trace_id)
-    decision = decide(trace_id, incoming)
-    trace = replace(
-        trace,
-        incoming_dsc=incoming,
-        sampled=decision.sampled,
-        sample_rand=decision.sample_rand,
-        sample_rate=decision.sample_rate,
-        custom_name=custom_name_of(current, isolation),
+    # the trace's DSC is decided here, before conversion: the caller's, else the one frozen at its first
+    # use (an outgoing request, an error sent live), else a new one from the same builder
+    adopted = dsc.adopted(trace_id, trace.incoming_dsc)
+    decision = decide(trace_id, adopted)
+    trace = replace(trace, custom_name=custom_name_of(current, isolation))
+    name, source = transaction_name(trace)
+    root_context = trace.root.get_span_context()
+    decided = dsc.decided(
+        client,
+        trace_id,
+        adopted,
+        decision,
+        transaction=name,
+        source=source,
+        resource=dsc.resource_of(trace.root),
+        trace_sampled=root_context is None or root_context.trace_flags.sampled,
     )
+    trace = replace(trace, dsc=decided)
     dropped_by = None if decision.sampled else "sample_rate"
     # sentry-sdk ignores trace_ignore_status_codes when it streams spans
     if (
@@ -96,9 +65,15 @@ def send_trace(
         )
     ):
         dropped_by = "event_processor"
-    events = to_events(
-        trace, options, Reported(already_reported, recent_reports), with_transaction=dropped_by is None
-    )
+    if trace.dropped_spans and dropped_by is None and not holds(EVENT_DROPPED_SPANS):
+        # sentry-sdk no longer reads the event's ``_dropped_spans``: say it to the transport ourselves
+        if client.transport is not None:
+            client.transport.record_lost_event(
+                "buffer_overflow", data_category="span", quantity=trace.dropped_spans
+            )
+        trace = replace(trace, dropped_spans=0)
+    # exceptions sent live (by the middleware, a framework hook, sentry-sdk) are not sent again
+    events = to_events(trace, options, LIVE, with_transaction=dropped_by is None)
     ignored = client.options.get("ignore_errors") or ()
     if ignored:
         events = [event for event in events if not is_ignored_error(event, ignored)]

@@ -19,14 +19,17 @@ from contextlib import contextmanager
 from typing import Any, Callable, Optional, Protocol
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from otel_bridge._compat import holds
+from otel_bridge._compat.otel_sdk import is_shut_down, span_processors_of
+from otel_bridge._compat.sentry_client import CLIENT_FLUSH
 
 logger = logging.getLogger("otel_bridge")
 
 _WRAPPED = "__otel_bridge_waits__"
 _local = threading.local()
-_said: set[str] = set()
 
 
 class Drainable(Protocol):
@@ -44,10 +47,8 @@ def unregister(drainable: Drainable) -> None:
     _drainables.discard(drainable)
 
 
-def _say_once(key: str, message: str) -> None:
-    if key not in _said:
-        _said.add(key)
-        logger.warning(message)
+def is_registered(drainable: object) -> bool:
+    return drainable in _drainables
 
 
 @contextmanager
@@ -61,21 +62,6 @@ def flushing_client() -> Iterator[None]:
         _local.inside = previous
 
 
-def _processors_of(provider: TracerProvider) -> Optional[tuple[SpanProcessor, ...]]:
-    """The span processors added to an SDK ``TracerProvider``; ``None`` when its layout is not the one
-    checked: ``_active_span_processor._span_processors`` (a tuple), opentelemetry-sdk 1.28 and 1.45."""
-    processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", None)
-    return processors if isinstance(processors, tuple) else None
-
-
-def _is_shut_down(processor: BatchSpanProcessor) -> bool:
-    """``BatchSpanProcessor.force_flush`` after its shutdown only logs a warning (opentelemetry-sdk 1.28:
-    ``done``; 1.45: ``_batch_processor._shutdown``)."""
-    if getattr(processor, "done", False):
-        return True
-    return bool(getattr(getattr(processor, "_batch_processor", None), "_shutdown", False))
-
-
 def _flush_exporter_path(deadline: float) -> bool:
     """Export what the global provider's ``BatchSpanProcessor`` in front of ``SentrySpanExporter`` still
     holds: ``SentrySpanExporter.export`` hands it to the client."""
@@ -84,20 +70,15 @@ def _flush_exporter_path(deadline: float) -> bool:
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         return True
-    processors = _processors_of(provider)
+    processors = span_processors_of(provider)
     if processors is None:
-        _say_once(
-            "layout",
-            "otel_bridge: this opentelemetry-sdk's TracerProvider is laid out differently than expected; "
-            "sentry_sdk.flush() flushes the whole provider instead of only the Sentry exporter's queue",
-        )
         return provider.force_flush(_millis_left(deadline))
     done = True
     for processor in processors:
         if (
             isinstance(processor, BatchSpanProcessor)
             and isinstance(getattr(processor, "span_exporter", None), SentrySpanExporter)
-            and not _is_shut_down(processor)
+            and not is_shut_down(processor)
         ):
             done = processor.force_flush(_millis_left(deadline)) and done
     return done
@@ -137,21 +118,12 @@ def _waiting(original: Callable[..., Any], client: Any) -> Callable[..., Any]:
 def wait_for_bridge(client: Any) -> None:
     """Make ``client.flush`` and ``client.close`` wait for the bridge's queues first. Idempotent.
 
-    Wraps the two methods on the client instance, which sentry-sdk's public API has no hook for; checked
-    against sentry-sdk 2.57 and 2.75: ``_Client`` has no ``__slots__``, both methods take
-    ``(timeout=None, callback=None)``, ``sentry_sdk.flush()`` calls ``get_client().flush`` and ``close``
-    flushes through ``self.flush``. Where the assumption fails, it says so once: ``otel_bridge.flush()``
-    then still waits for everything.
+    Wraps the two methods on the client instance, which sentry-sdk's public API has no hook for (a reach
+    of ``_compat.sentry_client``); where that does not hold, ``otel_bridge.flush()`` still waits for
+    everything.
     """
-    if not client.is_active() or getattr(client.flush, _WRAPPED, False):
+    if not client.is_active() or getattr(client.flush, _WRAPPED, False) or not holds(CLIENT_FLUSH):
         return
-    try:
-        flush, close = client.flush, client.close
-        client.flush = _waiting(flush, client)
-        client.close = _waiting(close, client)
-    except (AttributeError, TypeError):
-        _say_once(
-            "wrap",
-            "otel_bridge: this sentry-sdk client cannot be extended; sentry_sdk.flush() does not wait for "
-            "the bridge's queues, call otel_bridge.flush() instead",
-        )
+    flush, close = client.flush, client.close
+    client.flush = _waiting(flush, client)
+    client.close = _waiting(close, client)

@@ -18,6 +18,19 @@ from typing import Optional, Union
 
 SocketOption = tuple[int, int, Union[int, bytes]]
 
+NODELAY: SocketOption = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def with_nodelay(options: Optional[Sequence[SocketOption]]) -> list[SocketOption]:
+    """``options`` with TCP_NODELAY on, unless they set it themselves. Without it a POST written in more
+    than one send (urllib3 writes headers and body apart) waits for the receiver's delayed ACK."""
+    if options is None:
+        return [NODELAY]
+    if any(tuple(option[:2]) == NODELAY[:2] for option in options):
+        return list(options)
+    return [*options, NODELAY]
+
+
 MAX_RESPONSE_BYTES = 1 << 20
 _RECEIVE_SIZE = 65536
 _HEADER_END = b"\r\n\r\n"
@@ -62,7 +75,7 @@ class Endpoint:
     host: str
     port: int
     tls: Optional[ssl.SSLContext]
-    socket_options: Sequence[SocketOption] = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+    socket_options: Sequence[SocketOption] = (NODELAY,)
 
     @property
     def host_header(self) -> str:

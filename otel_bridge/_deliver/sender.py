@@ -2,9 +2,10 @@
 
 It takes the place of sentry-sdk's transport worker when envelopes go straight to Sentry (no proxy).
 Jobs are either envelopes, prepared and answered through the transport's own hooks (rate limits, client
-reports, 413s: sentry-sdk's code), or plain callables run in turn. The queue is bounded; ``flush`` waits
-for every queued envelope's answer. After ``fork`` the child starts with an empty queue, no connections
-and a new thread on its first job.
+reports, 413s: sentry-sdk's code), or plain callables run in turn. The queue (``queue.BackgroundQueue``)
+is bounded in envelopes and bytes; ``flush`` waits for every queued envelope's answer. The thread waits on
+its selector: for a socket, the next timeout or retry, or the queue's wake socket, never on a timer of its
+own. After ``fork`` the child starts with an empty queue, no connections and a new thread on its first job.
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ import contextlib
 import encodings.idna  # noqa: F401  imported now: a lazy import on the sender thread can deadlock a fork
 import heapq
 import logging
-import os
 import random
 import selectors
-import socket
 import ssl
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
@@ -28,17 +25,19 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.worker import Worker
 
 from otel_bridge._deliver.http1 import Connection, Endpoint, ExchangeFailed, Response, request_bytes
+from otel_bridge._deliver.queue import BackgroundQueue, renew_after_fork
 from otel_bridge._drops import RateLimitedLogger
 
 if TYPE_CHECKING:
     import io
+    import threading
 
 sdk_logger = logging.getLogger("sentry_sdk.errors")
 logger = logging.getLogger("otel_bridge")
 
 Job = Callable[[], Any]
-IDLE_POLL_SECONDS = 1.0
-BUSY_POLL_SECONDS = 0.002
+# after an unexpected error, before the next round: a bug that repeats cannot spin the thread
+PAUSE_AFTER_ERROR_SECONDS = 0.01
 # An envelope that failed because Sentry was unreachable, reset the connection or answered 5xx is tried
 # again after about 0.5, 1, 2, 4, 8, 16, 30, 30 s (each with +-50 % jitter), then given up and counted.
 RETRY_ATTEMPTS = 8
@@ -67,26 +66,31 @@ class SendHooks(Protocol):
 
 
 class CountedWork(Worker):
-    """A worker that counts its unfinished jobs under ``_lock`` and notifies ``_all_done`` at zero."""
+    """A sentry-sdk worker over a ``BackgroundQueue`` that counts its unfinished jobs."""
 
-    _lock: threading.Lock
-    _all_done: threading.Condition
-    _unfinished: int
+    _queue: BackgroundQueue[Any]
+
+    @property
+    def is_alive(self) -> bool:
+        return self._queue.is_alive
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        return self._queue.threads
+
+    def full(self) -> bool:
+        return self._queue.full()
+
+    def kill(self) -> None:
+        """Refuse new jobs; what is queued still goes out, then the threads end."""
+        self._queue.close()
 
     def pending(self) -> int:
-        with self._lock:
-            return self._unfinished
+        return self._queue.pending()
 
     def wait_until_idle(self, timeout: float) -> bool:
         """``True`` once every job queued so far, and every job those queued, has finished."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._unfinished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._all_done.wait(remaining)
-            return True
+        return self._queue.wait_until_idle(timeout)
 
     def flush(self, timeout: float, callback: Optional[Callable[[int, float], Any]] = None) -> None:
         """As sentry-sdk's ``BackgroundWorker``: still busy after 0.1 s, ``callback(pending, timeout)``."""
@@ -132,6 +136,10 @@ def envelope_size(envelope: Envelope) -> int:
     return sum(len(item.get_bytes()) for item in envelope.items)
 
 
+def _is_envelope(job: Union[Job, Envelope]) -> bool:
+    return isinstance(job, Envelope)
+
+
 class SocketSender(CountedWork):
     def __init__(
         self,
@@ -151,97 +159,38 @@ class SocketSender(CountedWork):
         self.max_queue_bytes = max(1, max_queue_bytes)
         self.max_connections = max(1, max_connections)
         self._timeout = timeout
-        self._name = name
-        self._killed = False
+        self._queue: BackgroundQueue[Union[Job, Envelope]] = BackgroundQueue(
+            self._run, name=name, max_items=self.queue_size, max_bytes=self.max_queue_bytes
+        )
         self._reset()
+        renew_after_fork(self)
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._all_done = threading.Condition(self._lock)
-        self._jobs: deque[Union[Job, Envelope]] = deque()
-        self._unfinished = 0
-        self._thread: Optional[threading.Thread] = None
-        self._pid = os.getpid()
+        # Touched only by the sender thread. Envelopes waiting to be tried again count against the queue's
+        # bound (``BackgroundQueue.parked``).
         self._selector: Optional[selectors.BaseSelector] = None
-        self._waker: Optional[tuple[socket.socket, socket.socket]] = None
-        self._sleeping = False
         self._busy: dict[Connection, _Exchange] = {}
         self._idle: list[Connection] = []
         self._retries: list[tuple[float, int, _Exchange]] = []
         self._retry_order = 0
-        self._queued_bytes = 0
 
     def after_fork_in_child(self) -> None:
-        # the inherited sockets and thread belong to the parent
+        # the inherited sockets and thread belong to the parent (the queue renews itself)
         self._reset()
-
-    @property
-    def is_alive(self) -> bool:
-        thread = self._thread
-        return self._pid == os.getpid() and thread is not None and thread.is_alive()
-
-    def full(self) -> bool:
-        return len(self._jobs) >= self.queue_size
 
     @property
     def queued_bytes(self) -> int:
         """Bytes of the envelopes queued, in flight or waiting to be tried again."""
-        return self._queued_bytes
+        return self._queue.queued_bytes
 
     def submit(self, callback: Job) -> bool:
-        return self._queue(callback, 0)
+        return self._queue.put(callback)
 
     def submit_envelope(self, envelope: Envelope) -> bool:
-        return self._queue(envelope, envelope_size(envelope))
-
-    def _queue(self, job: Union[Job, Envelope], size: int) -> bool:
-        with self._lock:
-            if (
-                self._killed
-                or len(self._jobs) + len(self._retries) >= self.queue_size
-                or (size and self._queued_bytes + size > self.max_queue_bytes)
-            ):
-                return False
-            self._jobs.append(job)
-            self._unfinished += 1
-            self._queued_bytes += size
-            if self._thread is None or not self._thread.is_alive():
-                self._start_thread()
-            elif self._sleeping and not self._busy:
-                # with POSTs in flight the thread looks at the queue within BUSY_POLL_SECONDS anyway: a
-                # wake-up per envelope would cost the caller a system call and a thread switch
-                self._sleeping = False
-                self._wake()
-            return True
-
-    def _start_thread(self) -> None:
-        if self._thread is not None:
-            # the previous thread died: its connections and selector go with it, its exchanges are retried
-            self._discard_dead_thread()
-        self._selector = selectors.DefaultSelector()
-        self._waker = socket.socketpair()
-        for end in self._waker:
-            end.setblocking(False)
-        self._selector.register(self._waker[0], selectors.EVENT_READ, None)
-        thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread = thread
-        try:
-            thread.start()
-        except RuntimeError:
-            # the interpreter is shutting down
-            self._thread = None
-
-    def _wake(self) -> None:
-        if self._waker is not None:
-            with contextlib.suppress(OSError):
-                self._waker[1].send(b"\0")
-
-    def kill(self) -> None:
-        with self._lock:
-            self._killed = True
-            self._wake()
+        return self._queue.put(envelope, envelope_size(envelope))
 
     def _run(self) -> None:
+        self._begin()
         while True:
             try:
                 if not self._run_once():
@@ -249,75 +198,64 @@ class SocketSender(CountedWork):
             except Exception:
                 # Never die: whatever this was cost at most the exchanges it touched (counted by them).
                 _unexpected.warning("otel_bridge's sender hit an unexpected error and goes on", exc_info=True)
-                time.sleep(BUSY_POLL_SECONDS)
+                time.sleep(PAUSE_AFTER_ERROR_SECONDS)
+
+    def _begin(self) -> None:
+        if self._selector is not None:
+            # the previous thread died: its connections and selector go with it, its exchanges are retried
+            self._discard_dead_thread()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._queue.wake_socket(), selectors.EVENT_READ, None)
 
     def _run_once(self) -> bool:
         selector = self._selector
         assert selector is not None
         for exchange in self._due_retries():
             self._send(exchange)
-        for job in self._take_jobs():
+        for job in self._queue.take(self.max_connections - len(self._busy), _is_envelope):
             if isinstance(job, Envelope):
                 self._start(job)
             else:
                 self._run_job(job)
-        with self._lock:
-            if self._killed and not self._jobs and not self._busy and not self._retries:
-                self._close_all()
-                return False
-            self._sleeping = not (self._jobs and len(self._busy) < self.max_connections)
-            wait = self._wait_seconds() if self._sleeping else 0.0
+        if self._queue.closed and self._queue.empty() and not self._busy and not self._retries:
+            self._close_all()
+            return False
+        if len(self._busy) < self.max_connections and not self._queue.rest_until_put():
+            wait: Optional[float] = 0.0  # jobs wait and a connection is free
+        else:
+            # With every connection busy, the next answer frees one: a put need not wake the thread.
+            wait = self._wait_seconds()
         ready = selector.select(wait)
-        self._sleeping = False
+        self._queue.stop_resting()
         for key, _ in ready:
             if key.data is None:
-                self._drain_waker()
+                self._queue.drain_wake_socket()
             else:
                 self._progress(key.data)
         self._expire()
         return True
 
-    def _take_jobs(self) -> list[Union[Job, Envelope]]:
-        with self._lock:
-            room = self.max_connections - len(self._busy)
-            taken = []
-            while self._jobs and (room > 0 or not isinstance(self._jobs[0], Envelope)):
-                job = self._jobs.popleft()
-                if isinstance(job, Envelope):
-                    room -= 1
-                taken.append(job)
-            return taken
-
     def _due_retries(self) -> list[_Exchange]:
         now = time.monotonic()
         due = []
-        with self._lock:
-            room = self.max_connections - len(self._busy)
-            while self._retries and self._retries[0][0] <= now and room > 0:
-                due.append(heapq.heappop(self._retries)[2])
-                room -= 1
+        room = self.max_connections - len(self._busy)
+        while self._retries and self._retries[0][0] <= now and room > 0:
+            due.append(heapq.heappop(self._retries)[2])
+            room -= 1
+        self._queue.parked = len(self._retries)
         return due
 
-    def _wait_seconds(self) -> float:
-        wait = IDLE_POLL_SECONDS
+    def _wait_seconds(self) -> Optional[float]:
+        """Until the next exchange times out or a retry falls due; ``None`` (no timeout) when neither."""
+        moments = []
         if self._retries and len(self._busy) < self.max_connections:
             # a retry falling due with every connection busy waits for an answer, like a new envelope
-            wait = max(0.0, min(wait, self._retries[0][0] - time.monotonic()))
-        if not self._busy:
-            return wait
-        if self._jobs:
-            # every connection is busy: the next answer frees one
-            soonest = min(exchange.deadline for exchange in self._busy.values())
-            return max(0.0, min(wait, soonest - time.monotonic()))
-        return min(wait, BUSY_POLL_SECONDS)
-
-    def _drain_waker(self) -> None:
-        assert self._waker is not None
-        try:
-            while self._waker[0].recv(4096):
-                pass
-        except OSError:
-            pass
+            moments.append(self._retries[0][0])
+        if self._busy:
+            moments.append(min(exchange.deadline for exchange in self._busy.values()))
+        if not moments:
+            return None
+        return max(0.0, min(moments) - time.monotonic())
 
     def _run_job(self, job: Job) -> None:
         try:
@@ -325,14 +263,14 @@ class SocketSender(CountedWork):
         except Exception:
             sdk_logger.error("Failed processing job", exc_info=True)
         finally:
-            self._finished()
+            self._queue.done()
 
     def _start(self, envelope: Envelope) -> None:
         size = envelope_size(envelope)  # the encoded items are kept: no second encoding
         try:
             prepared = self._hooks._prepare_envelope(envelope)
             if prepared is None:
-                self._finished(size)
+                self._queue.done(size)
                 return
             prepared_envelope, body, headers = prepared
             self._hooks._update_headers(headers)
@@ -397,7 +335,7 @@ class SocketSender(CountedWork):
         except Exception:
             _unexpected.warning("otel_bridge could not handle Sentry's answer", exc_info=True)
         finally:
-            self._finished(exchange.size)
+            self._queue.done(exchange.size)
 
     def _failed(self, exchange: _Exchange, permanent: bool = False) -> None:
         if not permanent and self._retry_later(exchange):
@@ -407,19 +345,19 @@ class SocketSender(CountedWork):
     def _retry_later(self, exchange: _Exchange) -> bool:
         """Sentry unreachable or failing for a moment: the envelope waits and is tried again (Sentry drops
         a second copy of an event id it already has). ``False`` once its attempts are used up."""
-        if exchange.attempts >= RETRY_ATTEMPTS or self._killed:
+        if exchange.attempts >= RETRY_ATTEMPTS or self._queue.closed:
             return False
         delay = retry_delay(exchange.attempts)
         exchange.attempts += 1
         exchange.retried = False
-        with self._lock:
-            self._push_retry(exchange, time.monotonic() + delay)
+        self._push_retry(exchange, time.monotonic() + delay)
         return True
 
     def _push_retry(self, exchange: _Exchange, due: float) -> None:
-        """Under ``_lock``: ``exchange`` is sent again at ``due`` (ties in the order they came)."""
+        """``exchange`` is sent again at ``due`` (ties in the order they came)."""
         self._retry_order += 1
         heapq.heappush(self._retries, (due, self._retry_order, exchange))
+        self._queue.parked = len(self._retries)
 
     def _lost(self, envelope: Envelope, size: int, loss_reason: str, record_reason: str) -> None:
         try:
@@ -429,7 +367,7 @@ class SocketSender(CountedWork):
         except Exception:
             _unexpected.warning("otel_bridge could not count a lost envelope", exc_info=True)
         finally:
-            self._finished(size)
+            self._queue.done(size)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -440,14 +378,6 @@ class SocketSender(CountedWork):
                 del self._busy[connection]
                 self._forget(connection)
                 self._failed(exchange, permanent=True)
-
-    def _finished(self, size: int = 0) -> None:
-        with self._lock:
-            self._queued_bytes = max(0, self._queued_bytes - size)
-            self._unfinished -= 1
-            if self._unfinished <= 0:
-                self._unfinished = 0
-                self._all_done.notify_all()
 
     def _register(self, connection: Connection) -> None:
         assert self._selector is not None
@@ -478,15 +408,11 @@ class SocketSender(CountedWork):
         if self._selector is not None:
             with contextlib.suppress(Exception):
                 self._selector.close()
-        if self._waker is not None:
-            for end in self._waker:
-                end.close()
+            self._selector = None
 
     def _close_all(self) -> None:
         for connection in [*self._idle, *self._busy]:
             self._forget(connection)
         if self._selector is not None:
             self._selector.close()
-        if self._waker is not None:
-            for end in self._waker:
-                end.close()
+            self._selector = None

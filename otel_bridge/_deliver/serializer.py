@@ -30,7 +30,7 @@ expected signature, events are sent unfitted and that is logged once.
 
 from __future__ import annotations
 
-import inspect
+import functools
 import logging
 from datetime import datetime
 from typing import Any, Callable, Dict, Optional
@@ -40,6 +40,8 @@ import sentry_sdk.consts
 import sentry_sdk.serializer
 from sentry_sdk.utils import disable_capture_event, format_timestamp, strip_string
 
+from otel_bridge._compat import holds
+from otel_bridge._compat.sentry_client import CLIENT_PREPARE_EVENT, CLIENT_SERIALIZER, client_class
 from otel_bridge._deliver import fitting
 from otel_bridge._drops import REPORT_INTERVAL_SECONDS, RateLimitedLogger
 
@@ -56,10 +58,9 @@ _sentry_serialize: Serialize = sentry_sdk.serializer.serialize
 _client: Any = sentry_sdk.client  # its `serialize` is an undeclared (to mypy) re-export
 _replaced: Optional[Serialize] = None
 PrepareEvent = Callable[[Any, Dict[str, Any], Any, Any], Optional[Dict[str, Any]]]
-_client_class: Any = getattr(sentry_sdk.client, "_Client", None)
+_client_class: Any = client_class
 _replaced_prepare: Optional[PrepareEvent] = None
 _installed_prepare: Optional[PrepareEvent] = None
-_warned_unfitted = False
 
 _KNOWN_KWARGS = frozenset({"max_request_body_size", "max_value_length", "custom_repr", "is_vars"})
 # Outside databags nothing is trimmed; this only bounds the walk, so cycles fall back.
@@ -278,37 +279,23 @@ def fit_prepared_event(client: Any, event: Optional[Dict[str, Any]]) -> Optional
 def _fitting(prepare: PrepareEvent) -> PrepareEvent:
     """``Client._prepare_event`` that fits what ``prepare`` returns; the method a client calls."""
 
+    @functools.wraps(prepare)
     def _prepare_event(client: Any, event: Dict[str, Any], hint: Any, scope: Any) -> Optional[Dict[str, Any]]:
         return fit_prepared_event(client, prepare(client, event, hint, scope))
 
     return _prepare_event
 
 
-def _can_wrap_prepare_event() -> bool:
-    prepare = getattr(_client_class, "_prepare_event", None)
-    try:
-        parameters = list(inspect.signature(prepare).parameters) if callable(prepare) else []
-    except (TypeError, ValueError):
-        parameters = []
-    return parameters == ["self", "event", "hint", "scope"]
-
-
 def install() -> None:
     """Make sentry-sdk's clients serialize events with ``fast_serialize`` and fit every event they prepare
-    into Sentry's size limit; idempotent."""
-    global _replaced, _replaced_prepare, _installed_prepare, _warned_unfitted
-    if _client.serialize is not fast_serialize:
+    into Sentry's size limit, each where the reach it needs holds; idempotent."""
+    global _replaced, _replaced_prepare, _installed_prepare
+    if _client.serialize is not fast_serialize and holds(CLIENT_SERIALIZER):
         _replaced = _client.serialize
         _client.serialize = fast_serialize
     if _installed_prepare is not None and _client_class.__dict__.get("_prepare_event") is _installed_prepare:
         return
-    if not _can_wrap_prepare_event():
-        if not _warned_unfitted:
-            _warned_unfitted = True
-            logger.warning(
-                "otel_bridge cannot fit events to Sentry's size limit with this sentry-sdk "
-                "(Client._prepare_event is not the one it knows); events larger than 1 MiB will be refused"
-            )
+    if not holds(CLIENT_PREPARE_EVENT):
         return
     _replaced_prepare = _client_class._prepare_event
     _installed_prepare = _fitting(_client_class._prepare_event)

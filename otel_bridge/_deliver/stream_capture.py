@@ -4,9 +4,9 @@ sentry-sdk (>= 2.66) sends each span as an item of a ``span`` envelope, batched 
 ``client.span_batcher``. Its path for one span is: scope attributes and the user's applied
 (``Scope.apply_to_telemetry``), ``before_send_span`` (may rename and change attributes, cannot drop), then
 the batcher, which reads the trace's dynamic sampling context from the segment at flush time. This module
-walks the same path with spans built by ``streaming.span_items``. The reaches into sentry-sdk internals
-are the small functions below; each is checked once per client before it is trusted, and when one does
-not hold the bridge says so once and sends transactions instead.
+walks the same path with spans built by ``span_items``. Its reaches into sentry-sdk internals live in
+``_compat.sentry_spans`` and are probed once per client before they are trusted; when one does not hold
+the bridge says so once and sends transactions instead.
 """
 
 from __future__ import annotations
@@ -17,11 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import sentry_sdk
 from sentry_sdk import tracing_utils
 from sentry_sdk import utils as sentry_utils
-from sentry_sdk.scope import Scope
 
+from otel_bridge._compat import note_broken
+from otel_bridge._compat.sentry_spans import (
+    SPAN_STREAMING,
+    Segment,
+    apply_scope,
+    merged_scope,
+    streaming_unusable,
+)
 from otel_bridge._convert import semconv
 from otel_bridge._convert.events import ConvertOptions, FinishedTrace
 from otel_bridge._convert.request_interface import asgi_headers, client_ip, request_from_asgi
@@ -68,94 +74,10 @@ def _data_collection_given(options: Mapping[str, Any]) -> bool:
     return check is not None and bool(check(options))
 
 
-class _Segment:
-    """What sentry-sdk's ``SpanBatcher`` reads from ``span["_segment_span"]`` of the first span of a
-    trace's bucket when it flushes: ``._dynamic_sampling_context()``, the envelope header ``trace``
-    (``client._capture_telemetry`` puts the ``StreamedSpan`` segment there; verified on sentry-sdk 2.75)."""
-
-    __slots__ = ("_dsc",)
-
-    def __init__(self, dsc: Mapping[str, str]) -> None:
-        self._dsc = dict(dsc)
-
-    def _dynamic_sampling_context(self) -> dict[str, str]:
-        return dict(self._dsc)
-
-
-def _batcher_of(client: Any) -> Any:
-    """sentry-sdk's span batcher: ``Client.span_batcher`` (``None`` unless streaming). Trusted only after
-    ``_batcher_works`` sent a probe through a fresh one of its class."""
-    return getattr(client, "span_batcher", None)
-
-
-def _batcher_works(batcher: Any) -> bool:
-    """A fresh batcher of the same class, given one probe span, must put out one ``span`` item whose payload
-    is ``{"version": 2, "items": [...]}`` without our ``_segment_span``, under the probe's DSC as the
-    envelope header ``trace`` (the layout of sentry-sdk 2.75's ``SpanBatcher``). sentry-sdk 2.57's
-    experimental one (``_experiments={"trace_lifecycle": "stream"}``) takes ``StreamedSpan`` objects and
-    fails the probe, so that version gets transactions."""
-    captured: list[Any] = []
-    probe = type(batcher)(capture_func=captured.append, record_lost_func=lambda *a, **k: None)
-    try:
-        span = {
-            "trace_id": "0" * 31 + "1",
-            "span_id": "0" * 15 + "1",
-            "name": "otel_bridge.probe",
-            "status": "ok",
-            "is_segment": True,
-            "start_timestamp": 1.0,
-            "end_timestamp": 2.0,
-            "attributes": {"otel_bridge.probe": True},
-            "_segment_span": _Segment({"trace_id": "0" * 31 + "1"}),
-        }
-        probe.add(span)
-        probe.flush()
-    finally:
-        probe.kill()
-    if len(captured) != 1:
-        return False
-    envelope = captured[0]
-    items = list(envelope.items)
-    if envelope.headers.get("trace") != {"trace_id": "0" * 31 + "1"} or len(items) != 1:
-        return False
-    item = items[0]
-    payload = item.payload.json
-    return (
-        item.type == "span"
-        and isinstance(payload, dict)
-        and payload.get("version") == 2
-        and len(payload.get("items") or ()) == 1
-        and "_segment_span" not in payload["items"][0]
-        and payload["items"][0].get("attributes", {}).get("otel_bridge.probe")
-        == {"value": True, "type": "boolean"}
-    )
-
-
-def _merged_scope() -> Scope:
-    """The global, isolation and current scopes merged, as sentry-sdk merges them for a span it captures
-    (``Scope._merge_scopes``; verified on sentry-sdk 2.75). Called inside the request's scopes."""
-    return sentry_sdk.get_current_scope()._merge_scopes()
-
-
-def _apply_scope(scope: Scope, item: dict[str, Any]) -> None:
-    """Scope attributes and, where allowed (``send_default_pii`` / ``data_collection.user_info``), the
-    user's as attributes, missing ones only: ``Scope.apply_to_telemetry`` (2.66+), which for a mapping with
-    ``trace_id`` and ``span_id`` set does exactly that (verified on sentry-sdk 2.75)."""
-    scope.apply_to_telemetry(item)  # type: ignore[arg-type,unused-ignore]
-
-
-def _scope_works() -> bool:
-    probe = Scope()
-    probe.set_attribute("otel_bridge.probe", 1)  # type: ignore[attr-defined,unused-ignore]
-    item: dict[str, Any] = {"trace_id": "0" * 31 + "1", "span_id": "0" * 15 + "1", "attributes": {}}
-    _apply_scope(probe._merge_scopes(), item)
-    return bool(item["attributes"].get("otel_bridge.probe") == 1 and item["span_id"] == "0" * 15 + "1")
-
-
 @dataclass(frozen=True)
 class PreparedSpans:
     items: list[dict[str, Any]]
-    segment: _Segment
+    segment: Segment
 
 
 class SpanStream:
@@ -183,17 +105,17 @@ class SpanStream:
         self._lost("ignored", ignored)
         self._lost("buffer_overflow", int(transaction.get("_dropped_spans") or 0))
         trace_context = (transaction.get("contexts") or {}).get("trace") or {}
-        return PreparedSpans(items, _Segment(trace_context.get("dynamic_sampling_context") or {}))
+        return PreparedSpans(items, Segment(trace_context.get("dynamic_sampling_context") or {}))
 
     def send(self, prepared: PreparedSpans) -> None:
         """Scope and user attributes, ``before_send_span``, then the batcher; called inside the trace's
         scopes."""
         if not prepared.items:
             return
-        scope = _merged_scope()
+        scope = merged_scope()
         before_send = _before_send_span(self._client.options)
         for item in prepared.items:
-            _apply_scope(scope, item)
+            apply_scope(scope, item)
             if before_send is not None:
                 _run_before_send(before_send, item)
             item["_segment_span"] = prepared.segment
@@ -278,32 +200,10 @@ def span_stream(client: Any) -> Optional[SpanStream]:
         return _cached[0][1]
     stream: Optional[SpanStream] = None
     if streaming_requested(client.options):
-        batcher = _batcher_of(client)
-        problem = _unusable(batcher)
+        problem = streaming_unusable(client)
         if problem is None:
-            stream = SpanStream(client, batcher)
+            stream = SpanStream(client, client.span_batcher)
         else:
-            logger.warning(
-                'otel_bridge: span streaming (trace_lifecycle="stream") is unavailable with sentry-sdk %s '
-                "(%s); traces are sent as transactions instead",
-                getattr(sentry_sdk, "VERSION", "?"),
-                problem,
-            )
+            note_broken(SPAN_STREAMING, problem)
     _cached[:] = [(client, stream)]
     return stream
-
-
-def _unusable(batcher: Any) -> Optional[str]:
-    if batcher is None or not callable(getattr(batcher, "add", None)):
-        return "the client has no span batcher"
-    try:
-        if not _batcher_works(batcher):
-            return "its span batcher does not write span envelopes as expected"
-    except Exception as exc:
-        return f"its span batcher failed a probe: {exc!r}"
-    try:
-        if not _scope_works():
-            return "its scopes do not apply attributes as expected"
-    except Exception as exc:
-        return f"its scopes failed a probe: {exc!r}"
-    return None

@@ -1,19 +1,19 @@
 """One background thread that turns finished traces into events and hands them to sentry-sdk's client.
 
 The request path only enqueues; conversion, scope application, serialization and sending happen here.
-The queue is bounded; after ``fork`` the child starts a fresh thread and queue on first use.
+The queue is bounded (a trace that does not fit is counted as ``queue_overflow``); after ``fork`` the child
+starts a fresh thread and queue on first use.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
+from otel_bridge._deliver.queue import BackgroundQueue
 from otel_bridge._drops import DropCounter, RateLimitedLogger
 
 logger = logging.getLogger("otel_bridge")
@@ -25,13 +25,12 @@ class _FlushMarker:
     done: threading.Event
 
 
-_STOP = object()
-BUSY_POLL_SECONDS = 0.002
-BUSY_POLLS = 25
 Job = Callable[[], Any]
 
 
-class BackgroundWorker:
+class TraceWorker:
+    """Runs the jobs of a ``SentrySpanProcessor`` in turn, and ``tick`` about every ``tick_interval``."""
+
     def __init__(
         self,
         max_queued: int,
@@ -40,43 +39,32 @@ class BackgroundWorker:
         tick_interval: float = 1.0,
         name: str = "otel_bridge.worker",
     ) -> None:
-        self._max_queued = max_queued
         self._drops = drops
         self._tick = tick
         self._tick_interval = tick_interval
-        self._name = name
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Union[Job, _FlushMarker, object]] = queue.SimpleQueue()
-        self._thread: Optional[threading.Thread] = None
+        self._queue: BackgroundQueue[Union[Job, _FlushMarker]] = BackgroundQueue(
+            self._run, name=name, max_items=max_queued
+        )
         self._stopped = False
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
 
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-        self._queue = queue.SimpleQueue()
-        self._thread = None
+    @property
+    def _thread(self) -> Optional[threading.Thread]:
+        threads = self._queue.threads
+        return threads[0] if threads else None
+
+    def on_own_thread(self) -> bool:
+        """Whether the caller runs on this worker's thread (where waiting for the worker would deadlock)."""
+        return threading.current_thread() in self._queue.threads
 
     def start(self) -> None:
-        if self._thread is None:
-            self._ensure_thread()
-
-    def _ensure_thread(self) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+        self._queue.ensure_consumer()
 
     def submit(self, job: Job, category: str = "transaction") -> bool:
         """Queue ``job``; ``False`` (and counted as dropped) when the queue is full or the worker stopped.
         A thread that died is started again here."""
-        if self._stopped or self._queue.qsize() >= self._max_queued:
+        if self._stopped or not self._queue.put(job):
             self._drops.count("queue_overflow", category)
             return False
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            self._ensure_thread()
-        self._queue.put(job)
         return True
 
     def flush(self, timeout: float) -> bool:
@@ -84,13 +72,10 @@ class BackgroundWorker:
         counted); ``False`` when ``timeout`` ran out first. Once stopped, nothing is left to hand over."""
         if self._stopped:
             return True
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            if self._queue.empty():
-                return True
-            self._ensure_thread()
+        if not self._queue.threads and self._queue.empty():
+            return True
         marker = _FlushMarker(threading.Event())
-        self._queue.put(marker)
+        self._queue.put_unbounded(marker)
         return marker.done.wait(timeout)
 
     def stop(self, timeout: float) -> None:
@@ -99,39 +84,26 @@ class BackgroundWorker:
             return
         self.flush(timeout)
         self._stopped = True
-        self._queue.put(_STOP)
+        self._queue.close()
 
     def _run(self) -> None:
         next_tick = time.monotonic() + self._tick_interval
-        polls_left = 0
         while True:
-            try:
-                item = self._queue.get_nowait()
-                polls_left = BUSY_POLLS
-            except queue.Empty:
-                item = None
-                if polls_left:
-                    # while requests keep coming, look again shortly instead of waiting on the queue:
-                    # a waiting thread costs each request a wake-up (a system call on the request path)
-                    polls_left -= 1
-                    time.sleep(BUSY_POLL_SECONDS)
-                else:
-                    try:
-                        item = self._queue.get(timeout=self._tick_interval)
-                        polls_left = BUSY_POLLS
-                    except queue.Empty:
-                        pass
-            if item is _STOP:
+            wait = max(0.0, next_tick - time.monotonic()) if self._tick is not None else None
+            item = self._queue.get(wait)
+            if item is None and self._queue.closed:
                 return
             if isinstance(item, _FlushMarker):
                 item.done.set()
             elif item is not None:
                 try:
-                    item()  # type: ignore[operator]
+                    item()
                 except Exception:
                     # a bug that repeats for every trace: counted each time, logged once a minute
                     self._drops.count("internal_sdk_error", "transaction")
                     _failures.warning("otel_bridge could not turn a trace into Sentry events", exc_info=True)
+            if item is not None:
+                self._queue.done()
             if self._tick is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self._tick_interval
                 try:

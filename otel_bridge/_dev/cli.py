@@ -676,6 +676,7 @@ def doctor(send_test_event: bool, app: Optional[str] = None) -> int:
     warnings = list(resolved.warnings)
     if resolved.adopted_integrations:
         warnings.append(_integrations_warning(resolved.adopted_integrations))
+    warnings.extend(_broken_reaches())
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     if resolved.off_reason is not None:
@@ -691,6 +692,16 @@ def doctor(send_test_event: bool, app: Optional[str] = None) -> int:
         if not sent:
             return 1
     return 3 if warnings else 0
+
+
+def _broken_reaches() -> list[str]:
+    from otel_bridge import _compat
+
+    return [
+        f"this {_compat.library_versions()} breaks what {entry.name} relies on ({entry.target}; verified on "
+        f"{entry.verified}){': ' + why if why else ''}; {entry.fallback}"
+        for entry, why in _compat.failing()
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:

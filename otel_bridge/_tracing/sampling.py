@@ -25,7 +25,7 @@ from random import Random
 from typing import Any, Callable, Optional
 
 import sentry_sdk
-from opentelemetry.trace import SpanContext, format_trace_id
+from opentelemetry.trace import format_trace_id
 from sentry_sdk.utils import is_valid_sample_rate
 
 from otel_bridge._drops import RateLimitedLogger
@@ -38,10 +38,6 @@ TracesSampler = Callable[[dict[str, Any]], Any]
 def configure(rate: float) -> None:
     global _rate
     _rate = rate
-
-
-def sentry_sample_rate() -> float:
-    return _rate
 
 
 @dataclass(frozen=True)
@@ -187,8 +183,9 @@ sampler_decisions = _SamplerDecisions()
 
 
 class _FrozenContexts:
-    """The DSC of each trace this service started and already sent on: Sentry freezes it at that moment,
-    so the trace's own events must carry the very same one (bounded; oldest forgotten first)."""
+    """The DSC of each trace this service started, frozen at its first use (``dsc.started_dsc``: sent on,
+    or put on an error event): Sentry takes the first one it sees as the trace's, so every later use must
+    carry the very same one (bounded; oldest forgotten first)."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
@@ -214,41 +211,3 @@ class _FrozenContexts:
 
 
 frozen_contexts = _FrozenContexts()
-
-
-def started_dsc(span_context: SpanContext, transaction: Optional[str]) -> dict[str, str]:
-    """The DSC of a trace this service started: made at its first use (sent on, or put on an error event)
-    with the transaction name known by then, and frozen for every later use."""
-    frozen = frozen_contexts.get(span_context.trace_id)
-    if frozen is not None:
-        return frozen
-    dsc = head_dsc(span_context)
-    if not dsc:
-        return dsc
-    if transaction:
-        dsc["transaction"] = transaction
-    return frozen_contexts.freeze(span_context.trace_id, dsc)
-
-
-def head_dsc(span_context: SpanContext, decision: Optional[Decision] = None) -> dict[str, str]:
-    """The dynamic sampling context this service starts for a trace no Sentry caller gave one for."""
-    client = sentry_sdk.get_client()
-    if not client.is_active():
-        return {}
-    decision = decision or decide(span_context.trace_id, None)
-    options: Mapping[str, Any] = client.options or {}
-    dsc = {"trace_id": format_trace_id(span_context.trace_id)}
-    parsed_dsn = client.parsed_dsn
-    if parsed_dsn is not None:
-        dsc["public_key"] = parsed_dsn.public_key
-        if parsed_dsn.org_id:
-            dsc["org_id"] = parsed_dsn.org_id
-    if decision.sample_rate is not None:
-        dsc["sample_rate"] = repr(decision.sample_rate)
-    dsc["sample_rand"] = f"{decision.sample_rand:.6f}"
-    dsc["sampled"] = "true" if decision.sampled and span_context.trace_flags.sampled else "false"
-    for option in ("environment", "release"):
-        value = options.get(option)
-        if isinstance(value, str) and value:
-            dsc[option] = value
-    return dsc

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,3 +161,51 @@ def extract(upstream: UpstreamFile, build: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_text(upstream.rewrite(text), encoding="utf-8")
     return destination
+
+
+WHEELS = REPO / ".cache" / "wheels"
+
+
+def unpacked_wheel(distribution: str, alongside: str) -> Path:
+    """The wheel of ``distribution`` of the installed version of ``alongside`` (the same release line),
+    else its newest, downloaded without its dependencies and unpacked into ``.cache/wheels/`` on first use:
+    a directory to put on ``sys.path``. For a package a test needs that would, as a dependency of the test
+    extra, hold other packages back from their newest releases."""
+    version = installed_version(alongside)
+    target = WHEELS / f"{_normalized(distribution)}-for-{version}"
+    if (target / ".complete").exists():
+        return target
+    WHEELS.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for requirement in (f"{distribution}=={version}", distribution):
+        try:
+            wheel = _download_wheel(requirement)
+        except Unavailable as exc:
+            failures.append(str(exc))
+            continue
+        shutil.rmtree(target, ignore_errors=True)
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(target)
+        wheel.unlink()
+        (target / ".complete").write_text(wheel.name, encoding="utf-8")
+        return target
+    raise Unavailable("; ".join(failures))
+
+
+def _download_wheel(requirement: str) -> Path:
+    with tempfile.TemporaryDirectory(dir=WHEELS, prefix=".download-") as scratch:
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--pre",
+            "--only-binary", ":all:", "--no-deps", "--dest", scratch, requirement,
+        ]  # fmt: skip
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_SECONDS, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise Unavailable(f"the wheel of {requirement}: pip download took too long") from None
+        downloaded = sorted(Path(scratch).glob("*.whl"))
+        if result.returncode != 0 or len(downloaded) != 1:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            raise Unavailable(f"the wheel of {requirement} (pip download failed: {' | '.join(tail)})")
+        return Path(shutil.move(str(downloaded[0]), WHEELS / downloaded[0].name))
