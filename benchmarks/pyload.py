@@ -65,7 +65,7 @@ async def connection_loop(port: int, request: bytes, deadline: float, totals: To
             if b"connection: close" in head.lower():
                 writer.close()
                 writer = None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             totals.errors[type(exc).__name__] += 1
             if writer is not None:
                 writer.close()

@@ -205,7 +205,9 @@ def table(rows: list[list[str]], underline: bool = True, header_rows: int = 1) -
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = []
     for index, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=False)
+        ]
         lines.append("  ".join(cells).rstrip())
         if underline and index == header_rows - 1:
             lines.append("  ".join("-" * width for width in widths))

@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_bridge import _setup as bootstrap
+from otel_bridge import _setup
 from otel_bridge._collect.assembly import TraceAssembler
 from otel_bridge._collect.processor import warn_without_client
 from otel_bridge._config.options import read_config
@@ -63,12 +63,12 @@ class SentrySpanExporter(SpanExporter):
             logger.warning("otel_bridge's exporter is off: no Sentry DSN (set SENTRY_DSN)")
         else:
             self._client_expected = True
-            bootstrap.start_sentry(self._config, Resource.create().attributes)
+            _setup.start_sentry(self._config, Resource.create().attributes)
             sampling.configure(self._config.traces_sample_rate)
-            bootstrap.install_event_processor()
+            _setup.install_event_processor()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if bootstrap.active_processor() is not None:
+        if _setup.active_processor() is not None:
             return SpanExportResult.SUCCESS
         with self._lock:
             if not sentry_sdk.get_client().is_active():

@@ -27,7 +27,7 @@ import threading
 import time
 import zlib
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 import urllib3
@@ -315,7 +315,7 @@ class ConcurrentHttpTransport(HttpTransport):
 
     def _update_rate_limits(self, response: Any) -> None:
         # Answers arrive out of order: a limit only ever gets longer here, never shorter.
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self._limits_lock:
             before = dict(self._disabled_until)
             super()._update_rate_limits(response)

@@ -187,11 +187,11 @@ def frames_of(value: dict[str, Any]) -> list[dict[str, Any]]:
 
 def assert_like_sentry(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> None:
     assert [v["type"] for v in ours] == [v["type"] for v in theirs]
-    for mine, sdk in zip(ours, theirs):
+    for mine, sdk in zip(ours, theirs, strict=False):
         assert (mine["type"], mine.get("module"), mine["value"]) == (sdk["type"], sdk["module"], sdk["value"])
         sdk_frames = frames_of(sdk)[-MAX_FRAMES:]  # NEWEST_FRAMES
         assert len(frames_of(mine)) == len(sdk_frames)
-        for ours_frame, sdk_frame in zip(frames_of(mine), sdk_frames):
+        for ours_frame, sdk_frame in zip(frames_of(mine), sdk_frames, strict=False):
             expected = {name: sdk_frame.get(name) or None for name in FRAME_FIELDS}
             expected["in_app"] = sdk_frame.get("in_app") or False  # IN_APP_UNSET
             frozen = expected["abs_path"].find("<frozen ")
@@ -325,8 +325,8 @@ def test_module_level_frames_of_an_imported_file(tmp_path: Path, monkeypatch: py
 def test_exception_group_like_sentry_sdk() -> None:
     def group() -> None:
         members = [catch(simple), catch(in_stdlib), catch(with_cause)]
-        nested = ExceptionGroup("inner", [ValueError("v"), catch(from_none)])  # noqa: F821
-        raise ExceptionGroup("several", [*members, nested])  # noqa: F821
+        nested = ExceptionGroup("inner", [ValueError("v"), catch(from_none)])
+        raise ExceptionGroup("several", [*members, nested])
 
     error = catch(group)
     ours = parsed(error)
@@ -340,9 +340,9 @@ def test_exception_group_like_sentry_sdk() -> None:
 def test_exception_groups_in_a_chain() -> None:
     def regroup() -> None:
         try:
-            raise ExceptionGroup("eg", [catch(simple), TypeError("t")]) from KeyError("k")  # noqa: F821
+            raise ExceptionGroup("eg", [catch(simple), TypeError("t")]) from KeyError("k")
         except BaseException as group:
-            failure = ExceptionGroup("", [RuntimeError("handled badly"), ValueError("v")])  # noqa: F821
+            failure = ExceptionGroup("", [RuntimeError("handled badly"), ValueError("v")])
             failure.add_note("a note")
             raise failure from group
 

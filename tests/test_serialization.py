@@ -7,7 +7,7 @@ import json
 import math
 import operator
 from collections import OrderedDict, namedtuple
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Optional
 
@@ -37,7 +37,7 @@ def assert_same(fast: Any, slow: Any, path: str = "$") -> None:
             assert_same(fast[k], slow[k], f"{path}.{k}")
     elif isinstance(slow, list):
         assert len(fast) == len(slow), path
-        for i, (f, s) in enumerate(zip(fast, slow)):
+        for i, (f, s) in enumerate(zip(fast, slow, strict=False)):
             assert_same(f, s, f"{path}[{i}]")
     elif isinstance(slow, float) and math.isnan(slow):
         assert math.isnan(fast), path
@@ -136,7 +136,7 @@ def _cycle_list(items: list[Any]) -> list[Any]:
     return items
 
 
-TZS = [timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+TZS = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
 
 plain_strings = st.one_of(
     st.text(max_size=12),
@@ -446,7 +446,7 @@ def test_result_is_a_fresh_copy() -> None:
 
 
 def transaction_event() -> dict[str, Any]:
-    start = datetime(2024, 5, 6, 7, 8, 9, 100000, tzinfo=timezone.utc)
+    start = datetime(2024, 5, 6, 7, 8, 9, 100000, tzinfo=UTC)
     end = start + timedelta(milliseconds=25)
     trace = {
         "trace_id": "ebfee0455ab5a631dd491772e7acc81b",

@@ -152,7 +152,7 @@ def test_the_rate_it_returns_decides_by_the_traces_sample_rand(
         assert envelope is not None
         assert envelope.headers["trace"]["sample_rate"] == "0.5"
         assert envelope.headers["trace"]["sampled"] == "true"
-    for trace_id, headers in zip(trace_ids, outgoing):
+    for trace_id, headers in zip(trace_ids, outgoing, strict=False):
         dsc = baggage_of(headers)
         assert (dsc["sample_rate"], dsc["sampled"]) == ("0.5", "true" if trace_id in expected else "false")
         assert float(dsc["sample_rand"]) == sampling.sample_rand_of(int(trace_id, 16))

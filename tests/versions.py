@@ -54,7 +54,11 @@ def header_lines() -> list[str]:
             continue
     with ThreadPoolExecutor(len(installed) or 1) as pool:
         newest = dict(
-            zip(installed, pool.map(lambda p: newest_on_registry(p, pre="b" in installed[p]), installed))
+            zip(
+                installed,
+                pool.map(lambda p: newest_on_registry(p, pre="b" in installed[p]), installed),
+                strict=False,
+            )
         )
     pairs = []
     for package, current in installed.items():

@@ -20,7 +20,7 @@ from sentry_sdk.scope import Scope
 from otel_bridge._collect.reported import link_recorded_exceptions
 from otel_bridge._collect.request_state import RequestContext, current_request
 from otel_bridge._convert.events import FinishedTrace
-from otel_bridge._deliver import flush_hooks as client_hooks
+from otel_bridge._deliver import flush_hooks
 from otel_bridge._deliver.capture import flush_client, send_trace
 from otel_bridge._deliver.trace_worker import TraceWorker
 from otel_bridge._drops import DropCounter
@@ -101,8 +101,8 @@ class SentrySpanProcessor(SpanProcessor):
         self._worker = TraceWorker(max_queued_traces, self.drops, tick=self._evict_stale_roots)
         self._worker.start()
         # sentry_sdk.flush() and Client.close() wait for this processor's queue too
-        client_hooks.register(self)
-        client_hooks.wait_for_bridge(sentry_sdk.get_client())
+        flush_hooks.register(self)
+        flush_hooks.wait_for_bridge(sentry_sdk.get_client())
         # exceptions recorded on spans stay linked to their objects, so that one reported live is not sent
         # again from its spans, and another with the same type and message is
         link_recorded_exceptions()
@@ -183,7 +183,7 @@ class SentrySpanProcessor(SpanProcessor):
         if not client.is_active():
             warn_without_client("SentrySpanProcessor")
         # a client initialised after this processor was made waits for it too (a no-op once it does)
-        client_hooks.wait_for_bridge(client)
+        flush_hooks.wait_for_bridge(client)
         root_context = root.get_span_context()
         trace_id = root_context.trace_id if root_context is not None else 0
         decision = owner.decision
@@ -218,19 +218,19 @@ class SentrySpanProcessor(SpanProcessor):
         sent (or dropped and counted) within the timeout; ``False`` when time ran out."""
         deadline = time.monotonic() + timeout_millis / 1000
         converted = self.drain(timeout_millis / 1000)
-        with client_hooks.flushing_client():
+        with flush_hooks.flushing_client():
             return converted and flush_client(max(0.0, deadline - time.monotonic()))
 
     def drain(self, timeout: float) -> bool:
         """Hand every trace finished so far to sentry-sdk's client (not yet its transport); ``False`` when
         ``timeout`` ran out first. On the worker's own thread (a ``before_send`` that flushes) there is
         nothing to wait for."""
-        if threading.current_thread() is self._worker._thread:
+        if self._worker.on_own_thread():
             return True
         return self._worker.flush(timeout)
 
     def shutdown(self) -> None:
-        client_hooks.unregister(self)
+        flush_hooks.unregister(self)
         self._worker.stop(timeout=2.0)
-        with client_hooks.flushing_client():
+        with flush_hooks.flushing_client():
             flush_client(2.0)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import inspect
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sentry_sdk
@@ -34,7 +34,7 @@ def _probe_event() -> dict[str, Any]:
     return {
         "type": "transaction",
         "transaction": "GET /probe/{id}",
-        "timestamp": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+        "timestamp": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
         "extra": {"argv": [str(n) for n in range(25)], "deep": {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}},
         "breadcrumbs": {"values": [{"message": "m", "data": {"n": 1.5, "t": (1, 2)}}]},
         "spans": [{"description": "d" * 2000, "data": {"flag": True, "none": None}}],

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Callable, Optional
 
 import sentry_sdk.consts
@@ -203,7 +203,7 @@ def _probe_behaviour(probe: Any) -> bool:
     limited = Response(200, Headers({"x-sentry-rate-limits": "60:transaction:organization"}), b"", True)
     probe._handle_response(response=limited, envelope=None)
     until = probe._disabled_until.get("transaction")
-    if not (isinstance(until, datetime) and until > datetime.now(timezone.utc)):
+    if not (isinstance(until, datetime) and until > datetime.now(UTC)):
         return False
     if probe._get_header_value(limited, "X-Sentry-Rate-Limits") != "60:transaction:organization":
         return False

@@ -47,11 +47,6 @@ class TraceWorker:
         )
         self._stopped = False
 
-    @property
-    def _thread(self) -> Optional[threading.Thread]:
-        threads = self._queue.threads
-        return threads[0] if threads else None
-
     def on_own_thread(self) -> bool:
         """Whether the caller runs on this worker's thread (where waiting for the worker would deadlock)."""
         return threading.current_thread() in self._queue.threads

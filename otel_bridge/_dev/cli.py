@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Optional
 
@@ -318,7 +318,7 @@ def wants_colour(stream: Any) -> bool:
 
 
 def _saved_line(item: ReceivedItem) -> str:
-    stamp = datetime.fromtimestamp(item.received_at, timezone.utc).isoformat().replace("+00:00", "Z")
+    stamp = datetime.fromtimestamp(item.received_at, UTC).isoformat().replace("+00:00", "Z")
     record: dict[str, Any] = {
         "type": item.type,
         "received_at": stamp,
@@ -547,7 +547,7 @@ def _test_event(resolved: Resolved) -> dict[str, Any]:
 
     event: dict[str, Any] = {
         "event_id": uuid.uuid4().hex,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
         "platform": "python",
         "level": "info",
         "logger": "otel_bridge.doctor",

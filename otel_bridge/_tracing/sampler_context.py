@@ -9,7 +9,7 @@ request: the endpoint or route when the scope already names one, else the URL pa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -71,7 +71,7 @@ def sampling_context(
     else:
         name, source = name_from_span(span.name, attributes)
         op = span_op(span)
-    started = datetime.fromtimestamp((span.start_time or 0) / 1e9, timezone.utc)
+    started = datetime.fromtimestamp((span.start_time or 0) / 1e9, UTC)
     transaction_context: dict[str, Any] = {
         "trace_id": format_trace_id(context.trace_id) if context is not None else None,
         "span_id": format_span_id(context.span_id) if context is not None else None,

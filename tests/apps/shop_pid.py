@@ -54,7 +54,7 @@ async def _wait_for_the_others(size: int) -> int:
         everyone.set()
     try:
         await asyncio.wait_for(everyone.wait(), WAIT_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     finally:
         _gathering.in_flight -= 1

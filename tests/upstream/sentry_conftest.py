@@ -182,7 +182,7 @@ class Delivery:
                 + self.receiver.summary()
             )
         envelopes = [_with_json(Envelope.deserialize(q.raw_body)) for q in requests]
-        for number, (envelope, event_id) in enumerate(zip(envelopes, handed)):
+        for number, (envelope, event_id) in enumerate(zip(envelopes, handed, strict=False)):
             if envelope.headers.get("event_id") != event_id:
                 raise HarnessError(
                     f"envelope #{number} arrived out of order: handed {handed}, received "
