@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from sentry_sdk.envelope import Item
 
 logger = logging.getLogger("otel_bridge")
-sdk_logger = logging.getLogger("sentry_sdk.errors")
 
 DEFAULT_MAX_CONNECTIONS = 32
 RATE_LIMIT_WARNING_INTERVAL = 60.0
@@ -85,12 +84,7 @@ class ConcurrentWorker(CountedWork):
             job = self._queue.get()
             if job is None:
                 return
-            try:
-                job()
-            except Exception:
-                sdk_logger.error("Failed processing job", exc_info=True)
-            finally:
-                self._queue.done()
+            self._queue.run_job(job)
 
 
 def default_transport_class(max_queue_bytes: Optional[int] = None) -> type[HttpTransport]:

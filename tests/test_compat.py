@@ -24,7 +24,7 @@ from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 from tests.test_init import run_python
-from tests.test_sdk_flush import SLOW
+from tests.test_sdk_flush import EXPORTER_PATH, SLOW
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -148,15 +148,11 @@ def test_without_the_provider_layout_sentry_flush_flushes_the_whole_provider(
     result = run_python(
         SLOW
         + """
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from otel_bridge import SentrySpanExporter
 from otel_bridge._compat import otel_sdk
 otel_sdk._processors = lambda provider: None
-
-provider = TracerProvider()
-provider.add_span_processor(BatchSpanProcessor(SentrySpanExporter()))
-trace.set_tracer_provider(provider)
+"""
+        + EXPORTER_PATH
+        + """
 work()
 sentry_sdk.flush(timeout=5)
 os._exit(0)

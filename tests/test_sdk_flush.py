@@ -33,6 +33,18 @@ def work():
 """
 
 
+# the zero-code path, with a batch processor that would export only after a minute
+EXPORTER_PATH = """
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from otel_bridge import SentrySpanExporter
+
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(SentrySpanExporter()))
+trace.set_tracer_provider(provider)
+"""
+
+
 def report(result: Any) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     [line] = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
@@ -82,14 +94,8 @@ os._exit(0)
 def test_the_exporter_paths_batch_queue_is_flushed(receiver: EnvelopeReceiver) -> None:
     result = run_python(
         SLOW
+        + EXPORTER_PATH
         + """
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from otel_bridge import SentrySpanExporter
-
-provider = TracerProvider()
-provider.add_span_processor(BatchSpanProcessor(SentrySpanExporter()))
-trace.set_tracer_provider(provider)
 work()
 sentry_sdk.flush(timeout=5)
 os._exit(0)

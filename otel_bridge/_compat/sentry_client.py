@@ -96,10 +96,12 @@ def _flush_wrappable() -> bool:
     fallback="an adopted client keeps its instrumenter; its own integrations' spans may duplicate OTel's",
 )
 def _instrumenter_settable() -> bool:
+    from sentry_sdk.consts import DEFAULT_OPTIONS
     from sentry_sdk.tracing import NoOpSpan
 
-    probe = sentry_sdk.Client(default_integrations=False, auto_enabling_integrations=False)
-    probe.options["instrumenter"] = "otel"
+    # an uninitialised client: nothing read from the environment, no transport, no integrations
+    probe = client_class.__new__(client_class)
+    probe.options = dict(DEFAULT_OPTIONS, instrumenter="otel")
     with sentry_sdk.isolation_scope(), sentry_sdk.new_scope() as scope:
         scope.set_client(probe)
         return isinstance(scope.start_transaction(name="otel_bridge.probe"), NoOpSpan)

@@ -28,6 +28,7 @@ from typing import Callable, Generic, Optional, Protocol, TypeVar
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 logger = logging.getLogger("otel_bridge")
+_sdk_logger = logging.getLogger("sentry_sdk.errors")
 
 T = TypeVar("T")
 
@@ -283,6 +284,16 @@ class BackgroundQueue(Generic[T]):
             if self._unfinished <= 0:
                 self._unfinished = 0
                 self._all_done.notify_all()
+
+    def run_job(self, job: Callable[[], object]) -> None:
+        """Run one job taken from the queue and mark it done; a job that fails is logged as sentry-sdk's
+        worker logs it, and the thread goes on."""
+        try:
+            job()
+        except Exception:
+            _sdk_logger.error("Failed processing job", exc_info=True)
+        finally:
+            self.done()
 
     def wake_socket(self) -> socket.socket:
         """For a consumer that waits on a selector: readable once a put found it resting, or on close."""

@@ -216,7 +216,7 @@ class SocketSender(CountedWork):
             if isinstance(job, Envelope):
                 self._start(job)
             else:
-                self._run_job(job)
+                self._queue.run_job(job)
         if self._queue.closed and self._queue.empty() and not self._busy and not self._retries:
             self._close_all()
             return False
@@ -256,14 +256,6 @@ class SocketSender(CountedWork):
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())
-
-    def _run_job(self, job: Job) -> None:
-        try:
-            job()
-        except Exception:
-            sdk_logger.error("Failed processing job", exc_info=True)
-        finally:
-            self._queue.done()
 
     def _start(self, envelope: Envelope) -> None:
         size = envelope_size(envelope)  # the encoded items are kept: no second encoding

@@ -122,12 +122,17 @@ def sdist(distribution: str, version: str) -> Path:
     cached = _cached_sdist(distribution, version)
     if cached is not None:
         return cached
-    CACHE.mkdir(parents=True, exist_ok=True)
-    requirement = f"{distribution}=={version}"
-    with tempfile.TemporaryDirectory(dir=CACHE, prefix=".download-") as scratch:
+    return _download(f"{distribution}=={version}", "sdist", CACHE)
+
+
+def _download(requirement: str, kind: str, into: Path) -> Path:
+    """One ``kind`` ("sdist" or "wheel") of ``requirement``, without its dependencies, moved into ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    only = ["--no-binary", ":all:"] if kind == "sdist" else ["--only-binary", ":all:", "--pre"]
+    with tempfile.TemporaryDirectory(dir=into, prefix=".download-") as scratch:
         command = [
             sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-            "--no-binary", ":all:", "--no-deps", "--dest", scratch, requirement,
+            *only, "--no-deps", "--dest", scratch, requirement,
         ]  # fmt: skip
         try:
             result = subprocess.run(
@@ -135,15 +140,13 @@ def sdist(distribution: str, version: str) -> Path:
             )
         except subprocess.TimeoutExpired:
             raise Unavailable(
-                f"the sdist of {requirement}: pip download took over {DOWNLOAD_TIMEOUT_SECONDS} s"
+                f"the {kind} of {requirement}: pip download took over {DOWNLOAD_TIMEOUT_SECONDS} s"
             ) from None
-        downloaded = sorted(Path(scratch).glob("*.tar.gz"))
+        downloaded = sorted(Path(scratch).glob("*.tar.gz" if kind == "sdist" else "*.whl"))
         if result.returncode != 0 or len(downloaded) != 1:
             tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            raise Unavailable(f"the sdist of {requirement} (pip download failed: {' | '.join(tail)})")
-        destination = CACHE / downloaded[0].name
-        shutil.move(str(downloaded[0]), destination)
-    return destination
+            raise Unavailable(f"the {kind} of {requirement} (pip download failed: {' | '.join(tail)})")
+        return Path(shutil.move(str(downloaded[0]), into / downloaded[0].name))
 
 
 def extract(upstream: UpstreamFile, build: Path) -> Path:
@@ -175,11 +178,10 @@ def unpacked_wheel(distribution: str, alongside: str) -> Path:
     target = WHEELS / f"{_normalized(distribution)}-for-{version}"
     if (target / ".complete").exists():
         return target
-    WHEELS.mkdir(parents=True, exist_ok=True)
     failures = []
     for requirement in (f"{distribution}=={version}", distribution):
         try:
-            wheel = _download_wheel(requirement)
+            wheel = _download(requirement, "wheel", WHEELS)
         except Unavailable as exc:
             failures.append(str(exc))
             continue
@@ -190,22 +192,3 @@ def unpacked_wheel(distribution: str, alongside: str) -> Path:
         (target / ".complete").write_text(wheel.name, encoding="utf-8")
         return target
     raise Unavailable("; ".join(failures))
-
-
-def _download_wheel(requirement: str) -> Path:
-    with tempfile.TemporaryDirectory(dir=WHEELS, prefix=".download-") as scratch:
-        command = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--pre",
-            "--only-binary", ":all:", "--no-deps", "--dest", scratch, requirement,
-        ]  # fmt: skip
-        try:
-            result = subprocess.run(
-                command, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_SECONDS, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise Unavailable(f"the wheel of {requirement}: pip download took too long") from None
-        downloaded = sorted(Path(scratch).glob("*.whl"))
-        if result.returncode != 0 or len(downloaded) != 1:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            raise Unavailable(f"the wheel of {requirement} (pip download failed: {' | '.join(tail)})")
-        return Path(shutil.move(str(downloaded[0]), WHEELS / downloaded[0].name))
