@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint typecheck package unit bench clean
 
 # The newest releases pyproject.toml admits, upgraded eagerly, so a breaking sentry-sdk or OTel minor shows up
-# here first (the test header says whether each tracked package is the newest); floors: `make test-lowest`.
+# here first (the test summary says whether each tracked package is the newest); floors: `make test-lowest`.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -19,8 +19,10 @@ from tests.receiver import EnvelopeReceiver  # noqa: E402
 from tests.versions import header_lines  # noqa: E402
 
 
-def pytest_report_header() -> list[str]:
-    return header_lines()
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # a summary line, not a header: `make test` runs pytest with -q, which hides the header
+    for line in header_lines():
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The versions a run tests against, beside the newest the package registry has (printed in the header)."""
+"""The versions a run tests against, beside the newest the package registry has (after the summary)."""
 
 from __future__ import annotations
 
