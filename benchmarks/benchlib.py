@@ -125,12 +125,15 @@ async def read_http_answer(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
-def item_counts(endpoint: Optional[str], project: int) -> dict[str, int]:
-    """Transactions and error events the endpoint has received for ``project`` (zeros without one)."""
+def item_counts(
+    endpoint: Optional[str], project: int, kinds: Sequence[str] = ("transaction", "event")
+) -> dict[str, int]:
+    """Items of each of ``kinds`` the endpoint has received for ``project`` (zeros without one): by default
+    transactions and error events; ``otlp_root_span`` for a variant that delivers OTLP."""
     if endpoint is None:
-        return {"transaction": 0, "event": 0}
+        return dict.fromkeys(kinds, 0)
     items = endpoint_counts(endpoint, project)["items"]
-    return {"transaction": int(items.get("transaction", 0)), "event": int(items.get("event", 0))}
+    return {kind: int(items.get(kind, 0)) for kind in kinds}
 
 
 def wait_for_items(
@@ -143,7 +146,7 @@ def wait_for_items(
     last: Optional[dict[str, int]] = None
     last_change = started
     while time.monotonic() - started < limit:
-        counts = item_counts(endpoint, project)
+        counts = item_counts(endpoint, project, list(expected))
         now = time.monotonic()
         if all(counts[kind] >= count for kind, count in expected.items()):
             break
@@ -374,6 +377,7 @@ PACKAGES = (
     "sentry-sdk",
     "opentelemetry-sdk",
     "opentelemetry-instrumentation-asgi",
+    "opentelemetry-exporter-otlp-proto-http",
     "urllib3",
     "uvicorn",
     "h11",

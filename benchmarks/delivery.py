@@ -41,19 +41,20 @@ def run_phase(
 ) -> dict[str, Any]:
     dsn = benchlib.dsn_for(endpoint.split("://", 1)[1], project)
     sends = variants.sends(variant)
+    kind = variants.delivered_item(variant)  # a transaction, or an OTLP root span
     with server.app_process(variant, "normal", dsn, connections=args.max_connections) as app:
         load = benchlib.run_python_load(
             app.port, "/", duration, args.connections, rate=rate, drain=args.drain
         )
         target = endpoint if sends else None
-        expected = {"transaction": load["answered"]}
+        expected = {kind: load["answered"]}
         waited = benchlib.wait_for_items(target, project, expected, quiet=2.0, limit=args.drain)
-        before_exit = benchlib.item_counts(target, project)["transaction"]
+        before_exit = benchlib.item_counts(target, project, (kind,))[kind]
         peak = benchlib.status_mib(app.pid, "VmHWM")
         exit_info = app.stop(15)
         stderr_tail = app.stderr_tail()
     counts = benchlib.endpoint_counts(endpoint, project)
-    delivered = int(counts["items"].get("transaction", 0))
+    delivered = int(counts["items"].get(kind, 0))
     dropped = {
         key.split(":", 1)[0]: value
         for key, value in counts["discarded"].items()

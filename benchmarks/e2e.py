@@ -53,30 +53,32 @@ def measure(
 ) -> dict[str, Any]:
     sends = variants.sends(variant)
     target = endpoint if sends else None
+    kind = variants.delivered_item(variant)  # a transaction, or an OTLP root span
+    kinds = (kind, "event")
     dsn = benchlib.dsn_for(endpoint.split("://", 1)[1], project)
     with server.app_process(variant, scenario, dsn) as app:
         if args.warmup > 0:
             app.load(args.loader, args.warmup_bound, args.connections, args.threads, args.warmup)
-        benchlib.wait_for_items(target, project, {"transaction": 1 << 60}, quiet=args.quiet, limit=10)
-        before = benchlib.item_counts(target, project)
+        benchlib.wait_for_items(target, project, {kind: 1 << 60}, quiet=args.quiet, limit=10)
+        before = benchlib.item_counts(target, project, kinds)
         served_before = app.served()
         cpu_before = app.cpu_seconds()
         load = benchlib.run_load(args.loader, app.port, "/", args.duration, args.connections, args.threads)
         cpu_after_load = app.cpu_seconds()
         served = app.served() - served_before
-        expected = {"transaction": before["transaction"] + served}
+        expected = {kind: before[kind] + served}
         if scenario == "error":
             expected["event"] = before["event"] + served
         waited = benchlib.wait_for_items(target, project, expected, quiet=args.quiet, limit=args.drain)
         cpu_after_drain = app.cpu_seconds()
-        at_drain = benchlib.item_counts(target, project)
+        at_drain = benchlib.item_counts(target, project, kinds)
         rss = app.rss_mib()
         hwm = benchlib.status_mib(app.pid, "VmHWM")
         threads = benchlib.thread_count(app.pid)
         exit_info = app.stop()
         stderr_tail = app.stderr_tail()
     counts = benchlib.endpoint_counts(endpoint, project) if sends else None
-    after = benchlib.item_counts(target, project)
+    after = benchlib.item_counts(target, project, kinds)
 
     def share(kind: str, at: dict[str, int]) -> Optional[float]:
         return (at[kind] - before[kind]) / served if sends and served else None
@@ -102,8 +104,8 @@ def measure(
             "latency_p99": load["latency_p99_ms"],
             "cpu_per_request": per_request(cpu_after_drain - cpu_before),
             "cpu_per_request_load_only": per_request(cpu_after_load - cpu_before),
-            "delivered": share("transaction", after),
-            "delivered_before_exit": share("transaction", at_drain),
+            "delivered": share(kind, after),
+            "delivered_before_exit": share(kind, at_drain),
             **({"delivered_events": share("event", after)} if scenario == "error" else {}),
             **({"discarded_events": discarded_events} if discarded_events is not None else {}),
         },

@@ -1,7 +1,12 @@
 """A loopback Sentry ingestion endpoint for benchmarks: it answers, counts and forgets.
 
 ``POST /api/<project>/envelope/`` answers 200 ``{}`` and counts the envelope's items by type (and, from
-``client_report`` items, what the SDK says it discarded), per project id. ``GET /counts`` returns every
+``client_report`` items, what the SDK says it discarded), per project id. It is an OTLP/HTTP trace
+receiver too (protobuf, as ``opentelemetry-exporter-otlp-proto-http`` sends): ``POST /otlp/<project>/v1/traces``
+(another OTel backend, a collector) and ``POST /api/<project>/integration/otlp/v1/traces/`` (Sentry's OTLP
+ingestion, where sentry-sdk's ``OTLPIntegration`` sends) answer 200 with an empty
+``ExportTraceServiceResponse`` and count, per project, the spans (item ``otlp_span``) and those without a
+parent (``otlp_root_span``: one per request, what a transaction is to Sentry). ``GET /counts`` returns every
 project's counts as JSON (``GET /counts?project=<id>`` one project's); ``POST /reset`` (or
 ``GET /reset``) sets everything back to zero (``?project=<id>``: one project).
 
@@ -35,6 +40,10 @@ from urllib.parse import parse_qs, urlsplit
 
 HOST = "127.0.0.1"
 _ENVELOPE_PATH = re.compile(r"^/api/(?P<project>[^/]+)/envelope/?$")
+_OTLP_PATH = re.compile(
+    r"^(?:/otlp/(?P<project>[^/]+)/v1/traces|/api/(?P<sentry>[^/]+)/integration/otlp/v1/traces)/?$"
+)
+OTLP_SPAN, OTLP_ROOT_SPAN = "otlp_span", "otlp_root_span"
 _TCP_QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)
 
 
@@ -103,6 +112,25 @@ def envelope_items(data: bytes) -> list[tuple[dict[str, Any], bytes]]:
     return items
 
 
+def otlp_spans(data: bytes) -> tuple[int, int]:
+    """``(spans, spans without a parent)`` of a protobuf ``ExportTraceServiceRequest``."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(data)
+    except DecodeError as error:
+        raise ValueError(str(error)) from error
+    spans = roots = 0
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans += 1
+                roots += not span.parent_span_id
+    return spans, roots
+
+
 class Counts:
     """Per project: envelopes, items by type, bytes, parse errors and client-reported discards."""
 
@@ -142,6 +170,22 @@ class Counts:
                 counts["items"][str(headers.get("type"))] += 1
             counts["discarded"].update(discarded)
 
+    def record_otlp(self, project: str, body: bytes, encoding: str) -> bool:
+        """Count an OTLP/HTTP trace export; False when it could not be parsed."""
+        try:
+            spans, roots = otlp_spans(decode_body(body, encoding))
+        except (ValueError, OSError, EOFError, zlib.error):
+            with self._lock:
+                self._project(project)["totals"]["parse_errors"] += 1
+            return False
+        with self._lock:
+            counts = self._project(project)
+            counts["totals"]["otlp_exports"] += 1
+            counts["totals"]["bytes"] += len(body)
+            counts["items"][OTLP_SPAN] += spans
+            counts["items"][OTLP_ROOT_SPAN] += roots
+        return True
+
     def snapshot(self, project: Optional[str] = None) -> dict[str, Any]:
         with self._lock:
             chosen = [project] if project is not None else sorted(self._projects)
@@ -154,6 +198,7 @@ class Counts:
         totals = counts["totals"]
         return {
             "envelopes": totals["envelopes"],
+            "otlp_exports": totals["otlp_exports"],
             "bytes": totals["bytes"],
             "parse_errors": totals["parse_errors"],
             "items": dict(counts["items"]),
@@ -209,6 +254,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _answer_otlp(self, status: int) -> None:
+        # an empty ExportTraceServiceResponse: zero bytes of protobuf
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _project_query(self) -> Optional[str]:
         values = parse_qs(urlsplit(self.path).query).get("project")
         return values[0] if values else None
@@ -224,6 +276,12 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.delay > 0:
                 time.sleep(self.server.delay)
             self._answer(200, {})
+        elif (otlp := _OTLP_PATH.match(path)) is not None:
+            project = otlp.group("project") or otlp.group("sentry")
+            parsed = self.server.counts.record_otlp(project, body, self.headers.get("Content-Encoding", ""))
+            if self.server.delay > 0:
+                time.sleep(self.server.delay)
+            self._answer_otlp(200 if parsed else 400)
         elif path == "/reset":
             self.server.counts.reset(self._project_query())
             self._answer(200, {"reset": True})

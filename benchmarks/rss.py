@@ -66,13 +66,14 @@ def measure_at(
     dsn = benchlib.dsn_for(host_port, project)
     sends = variants.sends(variant) and state == "up"
     target = endpoint if sends else None
+    kind = variants.delivered_item(variant)  # a transaction, or an OTLP root span
     # bounded in time as well as in count: at least 300 requests/s, or the load stops early (and says so)
     warm_bound = args.warmup / 300 + 10
     bound = args.requests / 300 + 30
     with server.app_process(variant, "normal", dsn) as app:
         rss_start = (app.rss_mib() or math.nan) * MIB_TO_MB
         warm = app.load(args.loader, warm_bound, args.connections, args.threads, args.warmup)
-        benchlib.wait_for_items(target, project, {"transaction": 1 << 60}, quiet=1.0, limit=10)
+        benchlib.wait_for_items(target, project, {kind: 1 << 60}, quiet=1.0, limit=10)
         served_warm = app.served()
         rss_warm = (app.rss_mib() or math.nan) * MIB_TO_MB
         samples: list[tuple[float, float]] = []
@@ -90,7 +91,7 @@ def measure_at(
         rss_end = (app.rss_mib() or math.nan) * MIB_TO_MB
         if target is not None:
             benchlib.wait_for_items(
-                target, project, {"transaction": served_warm + served}, quiet=2.0, limit=60
+                target, project, {kind: served_warm + served}, quiet=2.0, limit=60
             )
         else:
             time.sleep(2.0)
@@ -104,7 +105,7 @@ def measure_at(
     counts = None
     if sends:
         counts = benchlib.endpoint_counts(endpoint, project)
-        delivered = int(counts["items"].get("transaction", 0))
+        delivered = int(counts["items"].get(kind, 0))
     return {
         "where": f"rss {state}",
         "variant": variant,

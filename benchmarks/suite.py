@@ -41,6 +41,8 @@ DEFAULT_PARTS = ("overhead", "e2e", "rss")
 TIMEOUTS = {"overhead": 1200.0, "e2e": 1800.0, "rss": 2400.0, "delivery": 600.0}
 SIDE_BY_SIDE = (
     (report.IN_PROCESS, ("path_median", "cpu_per_request", "delivered")),
+    (report.IN_PROCESS_PACED, ("path_median",)),
+    (report.IN_PROCESS_ERROR, ("path_median", "cpu_per_request", "delivered_events", "discarded_events")),
     (report.UVICORN, ("rps", "latency_p50", "latency_p99", "cpu_per_request", "delivered")),
     (report.UVICORN_ERROR, ("rps", "latency_p99", "cpu_per_request", "delivered", "delivered_events")),
     ("rss up", ("growth",)),

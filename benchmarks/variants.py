@@ -7,16 +7,24 @@ its imports happen inside ``build``.
 
 To add a peer, add one ``Spec`` to ``SPECS``: its name is what ``--variants`` and the targets of
 ``report.py`` use.
+
+Every variant that sends, sends to ``endpoint.py`` (its own process): Sentry envelopes at the DSN, OTLP/HTTP
+trace exports at ``otlp_url(dsn)`` (another OTel backend) or, for sentry-sdk's ``OTLPIntegration``, at the
+DSN's OTLP path. What counts as *delivered* is ``Spec.delivers``: a Sentry transaction, or an OTLP span
+without a parent (the request's server span) for the OTLP variants.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,6 +34,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCENARIOS = ("normal", "error")
 BIG_QUEUE = 100_000
+# what a variant delivers, one per request (endpoint.py counts both, per project)
+TRANSACTION, OTLP_ROOT_SPAN = "transaction", "otlp_root_span"
+# where a server logs an exception escaping the app, and how (uvicorn's RequestResponseCycle.run_asgi)
+SERVER_LOGGER = "uvicorn.error"
+SERVER_LOG_MESSAGE = "Exception in ASGI application\n"
 
 # ------------------------------------------------------------------------------------------- the app
 
@@ -62,11 +75,16 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def failing(scope: Scope, receive: Receive, send: Send) -> None:
-    """The error scenario: every request raises (a server answers 500 and logs the traceback)."""
+    """The error scenario: every request raises in app code, with a few local variables as a view has (a
+    server answers 500 and logs the traceback: ``SERVER_LOGGER``)."""
     if scope["type"] != "http":
         return
     SERVED.count += 1
-    raise AppError("benchmark: this request fails")
+    order = {"id": 4217, "items": ["widget", "gadget", "gizmo"], "currency": "EUR"}
+    customer = "customer-42"
+    quantity = len(order["items"])
+    unit_price = 19.99
+    raise AppError(f"benchmark: order {order['id']} of {customer} failed ({quantity} x {unit_price})")
 
 
 APPS: dict[str, ASGIApp] = {"normal": hello, "error": failing}
@@ -101,16 +119,45 @@ class Variant:
 @dataclass(frozen=True)
 class Spec:
     description: str
-    sends: bool  # reports to the Sentry endpoint (its delivered share is measured)
+    # what reaches endpoint.py once per request (its delivered share is measured): TRANSACTION or
+    # OTLP_ROOT_SPAN; None: sends nothing
+    delivers: Optional[str]
     build: Callable[[ASGIApp, str, Optional[int]], Variant]
+
+
+def otlp_url(dsn: str) -> str:
+    """The OTLP/HTTP traces URL of ``endpoint.py`` for the project of ``dsn`` (another OTel backend)."""
+    parts = urlsplit(dsn)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}/otlp/{parts.path.strip('/')}/v1/traces"
+
+
+def batching_tracer_provider(exporter: SpanExporter, max_queue_size: Optional[int] = None) -> TracerProvider:
+    """An SDK ``TracerProvider``, set as the global one, with a ``BatchSpanProcessor`` on ``exporter``."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=max_queue_size))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def otel_middleware(app: ASGIApp, provider: Any) -> ASGIApp:
+    """OTel's ASGI middleware as every OTel variant has it: one server span per request."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    middleware: ASGIApp = OpenTelemetryMiddleware(
+        app, exclude_spans=["receive", "send"], tracer_provider=provider
+    )
+    return middleware
 
 
 def discarding_tracer_provider() -> tuple[TracerProvider, Callable[[], int]]:
     """An SDK ``TracerProvider`` (set as the global one) with a ``BatchSpanProcessor`` and an exporter
     that discards; also a callable that says how many spans it has exported so far."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     class DiscardingExporter(SpanExporter):
         def __init__(self) -> None:
@@ -121,9 +168,7 @@ def discarding_tracer_provider() -> tuple[TracerProvider, Callable[[], int]]:
             return SpanExportResult.SUCCESS
 
     exporter = DiscardingExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    provider = batching_tracer_provider(exporter)
     return provider, lambda: exporter.spans
 
 
@@ -131,26 +176,89 @@ def _bare(app: ASGIApp, dsn: str, connections: Optional[int]) -> Variant:
     return Variant("bare", app)
 
 
-def _otel(app: ASGIApp, dsn: str, connections: Optional[int]) -> Variant:
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+def _otel_variant(
+    name: str,
+    app: ASGIApp,
+    provider: TracerProvider,
+    counters: Callable[[], dict[str, Any]] = _nothing,
+    info: Optional[dict[str, Any]] = None,
+) -> Variant:
+    """OTel's middleware on ``provider``; flushing is the provider's (which flushes its exporters)."""
 
-    provider, exported = discarding_tracer_provider()
-
-    def counters() -> dict[str, Any]:
-        return {"otel_spans_exported": exported()}
+    def flush(timeout: float) -> bool:
+        return provider.force_flush(int(timeout * 1000))
 
     def close(timeout: float) -> dict[str, Any]:
-        flushed = provider.force_flush(int(timeout * 1000))
+        flushed = flush(timeout)
         provider.shutdown()
         return {"flushed": flushed, **counters()}
 
-    return Variant(
-        "otel",
-        OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"], tracer_provider=provider),
-        lambda timeout: provider.force_flush(int(timeout * 1000)),
-        close,
-        counters,
+    return Variant(name, otel_middleware(app, provider), flush, close, counters, info or {})
+
+
+def _otel(app: ASGIApp, dsn: str, connections: Optional[int]) -> Variant:
+    provider, exported = discarding_tracer_provider()
+    return _otel_variant("otel", app, provider, lambda: {"otel_spans_exported": exported()})
+
+
+def _otel_otlp(app: ASGIApp, dsn: str, connections: Optional[int]) -> Variant:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    url = otlp_url(dsn)
+    # a queue that holds a whole round: nothing dropped, so CPU compares at equal delivery
+    provider = batching_tracer_provider(OTLPSpanExporter(endpoint=url), max_queue_size=BIG_QUEUE)
+    return _otel_variant("otel+otlp", app, provider, info={"otlp_endpoint": url, "bsp_queue": BIG_QUEUE})
+
+
+def _sentry_otlp(app: ASGIApp, dsn: str, connections: Optional[int]) -> Variant:
+    import os
+
+    import sentry_sdk
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from sentry_sdk.integrations.otlp import OTLPIntegration
+
+    # the integration builds its own BatchSpanProcessor: its queue size comes from the environment
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(BIG_QUEUE)
+    sentry_sdk.init(
+        dsn=dsn,
+        integrations=[OTLPIntegration(capture_exceptions=True)],
+        transport_queue_size=BIG_QUEUE,
     )
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        raise RuntimeError(f"OTLPIntegration set no SDK TracerProvider ({type(provider).__name__})")
+
+    def flush(timeout: float) -> bool:
+        flushed = provider.force_flush(int(timeout * 1000))
+        sentry_sdk.flush(timeout=timeout)
+        return flushed
+
+    def close(timeout: float) -> dict[str, Any]:
+        flushed = flush(timeout)
+        provider.shutdown()
+        sentry_sdk.get_client().close(timeout=timeout)
+        return {"flushed": flushed}
+
+    info = {**_transport_info(), "bsp_queue": BIG_QUEUE}
+    return Variant("sentry-otlp", otel_middleware(app, provider), flush, close, info=info)
+
+
+def _zero_code(app: ASGIApp, dsn: str, connections: Optional[int]) -> Variant:
+    import otel_bridge
+
+    # by hand what OTEL_TRACES_EXPORTER=sentry with SENTRY_DSN sets up; queues that hold a whole round
+    exporter = otel_bridge.SentrySpanExporter(
+        dsn=dsn, transport_queue_size=BIG_QUEUE, max_queued_traces=BIG_QUEUE
+    )
+    provider = batching_tracer_provider(exporter, max_queue_size=BIG_QUEUE)
+
+    def counters() -> dict[str, Any]:
+        totals = exporter.drops.totals()
+        return {"bridge_drops": {f"{reason}:{category}": n for (reason, category), n in totals.items()}}
+
+    info = {**_transport_info(), "bsp_queue": BIG_QUEUE, "otel_bridge_file": otel_bridge.__file__}
+    return _otel_variant("zero-code", app, provider, counters, info)
 
 
 def _transport_info() -> dict[str, Any]:
@@ -225,39 +333,63 @@ def _bridge(name: str, options: dict[str, Any]) -> Callable[[ASGIApp, str, Optio
 
 
 _DELIVER_ALL = {"transport_queue_size": BIG_QUEUE}
+# sentry-sdk at its best: a queue that holds a whole round, and TCP_NODELAY said explicitly. Given
+# socket_options, sentry-sdk hands urllib3 exactly those; without them urllib3 keeps its defaults (TCP_NODELAY
+# among them) unless keep_alive=True replaces them with keep-alive probes only, and then Nagle holds back
+# each POST's body (urllib3 writes headers and body separately) until the receiver's delayed ACK.
+_SENTRY_AT_BEST = {**_DELIVER_ALL, "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]}
 SPECS: dict[str, Spec] = {
-    "bare": Spec("the app alone", False, _bare),
+    "bare": Spec("the app alone", None, _bare),
     "otel": Spec(
         "OpenTelemetryMiddleware(app, exclude_spans=[receive, send]), SDK TracerProvider, "
         "BatchSpanProcessor, an exporter that discards",
-        False,
+        None,
         _otel,
+    ),
+    "otel+otlp": Spec(
+        "OTel's middleware, TracerProvider, BatchSpanProcessor (max_queue_size="
+        f"{BIG_QUEUE}), OTLPSpanExporter (OTLP/HTTP protobuf) to a loopback receiver: one more OTel backend",
+        OTLP_ROOT_SPAN,
+        _otel_otlp,
+    ),
+    "sentry-otlp": Spec(
+        "OTel's middleware, sentry_sdk.init(dsn, integrations=[OTLPIntegration(capture_exceptions=True)]): "
+        f"spans over OTLP/HTTP to the DSN's OTLP endpoint (OTEL_BSP_MAX_QUEUE_SIZE={BIG_QUEUE}), errors as "
+        "events; no transactions, no request data",
+        OTLP_ROOT_SPAN,
+        _sentry_otlp,
+    ),
+    "zero-code": Spec(
+        "OTel's middleware, TracerProvider, BatchSpanProcessor(otel_bridge.SentrySpanExporter(dsn)) (what "
+        f"OTEL_TRACES_EXPORTER=sentry sets up), queues of {BIG_QUEUE}: the bridge's exporter path",
+        TRANSACTION,
+        _zero_code,
     ),
     "sentry": Spec(
         "sentry-sdk's SentryAsgiMiddleware, sentry_sdk.init(dsn, traces_sample_rate=1.0): a queue of 100, "
         "one sending thread",
-        True,
+        TRANSACTION,
         _sentry("sentry", {}),
     ),
     "sentry-deliver-all": Spec(
-        f"sentry-sdk's SentryAsgiMiddleware, traces_sample_rate=1.0, transport_queue_size={BIG_QUEUE}: "
-        "nothing dropped",
-        True,
-        _sentry("sentry-deliver-all", _DELIVER_ALL),
+        f"sentry-sdk's SentryAsgiMiddleware at its best: traces_sample_rate=1.0, transport_queue_size="
+        f"{BIG_QUEUE} (nothing dropped), socket_options=[TCP_NODELAY]",
+        TRANSACTION,
+        _sentry("sentry-deliver-all", _SENTRY_AT_BEST),
     ),
     "bridge": Spec(
         "otel_bridge.init(dsn), otel_bridge.asgi.SentryAsgiMiddleware(app), defaults",
-        True,
+        TRANSACTION,
         _bridge("bridge", {}),
     ),
     "bridge-deliver-all": Spec(
         f"the bridge with transport_queue_size and max_queued_traces={BIG_QUEUE}",
-        True,
+        TRANSACTION,
         _bridge("bridge-deliver-all", {**_DELIVER_ALL, "max_queued_traces": BIG_QUEUE}),
     ),
     "bridge-sdk-transport": Spec(
         "the bridge on sentry-sdk's HttpTransport: what the transport alone changes",
-        True,
+        TRANSACTION,
         _bridge("bridge-sdk-transport", {}),
     ),
 }
@@ -265,7 +397,13 @@ NAMES = tuple(SPECS)
 
 
 def sends(name: str) -> bool:
-    return SPECS[name].sends
+    """Whether ``name`` sends anything to ``endpoint.py`` (its delivered share is measured)."""
+    return SPECS[name].delivers is not None
+
+
+def delivered_item(name: str) -> str:
+    """The item ``endpoint.py`` counts once per request ``name`` delivers (a transaction by default)."""
+    return SPECS[name].delivers or TRANSACTION
 
 
 def build(name: str, scenario: str, dsn: str, connections: Optional[int] = None) -> Variant:

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
 
 from otel_bridge import _compat
+from otel_bridge._collect.client_hooks import hook_client
 from otel_bridge._collect.live_errors import prepare_event
 from otel_bridge._collect.processor import SentrySpanProcessor
 from otel_bridge._collect.reported import link_recorded_exceptions
@@ -32,7 +33,7 @@ from otel_bridge._config.resolution import (
     resolve,
     spotlight_requested,
 )
-from otel_bridge._deliver import flush_hooks, serializer
+from otel_bridge._deliver import serializer
 from otel_bridge._deliver.capture import flush_client, pending_envelopes
 from otel_bridge._tracing import sampling
 from otel_bridge.propagation import SentryPropagator, current_otel_ids, default_propagator
@@ -102,7 +103,7 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     if client.is_active():
         if _compat.holds(CLIENT_INSTRUMENTER):
             client.options["instrumenter"] = "otel"
-        flush_hooks.wait_for_bridge(client)
+        hook_client(client)
         sentry_options.warn_about(client.options)
         if config.sentry_options:
             logger.warning(
@@ -130,7 +131,7 @@ def start_sentry(config: BridgeConfig, resource: Mapping[str, Any]) -> None:
     except (TypeError, ValueError) as exc:
         # sentry-sdk checks some options itself (data_collection, ...); its message names the values
         raise ConfigError(f"sentry_sdk.init rejected an option otel_bridge.init() passed on: {exc}") from None
-    flush_hooks.wait_for_bridge(sentry_sdk.get_client())
+    hook_client(sentry_sdk.get_client())
 
 
 def install_propagators(resolved: Resolved) -> None:

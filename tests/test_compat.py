@@ -178,3 +178,40 @@ sys.exit(main(["doctor"]))
     assert result.returncode == 3, result.stderr
     assert "breaks what client _prepare_event relies on" in result.stderr
     assert "not trimmed to Sentry's size limit" in result.stderr
+
+
+def test_without_the_logging_handler_a_reported_exceptions_log_record_is_still_no_second_event(
+    fresh_reaches: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    start_traced: StartTraced,
+    receiver: EnvelopeReceiver,
+) -> None:
+    from sentry_sdk.integrations.dedupe import DedupeIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
+    from otel_bridge._compat.sentry_logging import LOGGING_EVENT_HANDLER
+    from otel_bridge._setup import install_event_processor
+    from tests.test_one_event_per_exception import charge, errors_of, serve
+
+    original = LoggingIntegration._handle_record
+
+    def handle_record(self: Any, record: Any, *, sentry_logs: bool = False) -> None:
+        original(self, record)
+
+    monkeypatch.setattr(LoggingIntegration, "_handle_record", handle_record)
+    provider, processor = start_traced(disabled_integrations=[DedupeIntegration()])
+    install_event_processor()
+    assert _compat.holds(LOGGING_EVENT_HANDLER) is False
+    [warning] = broken_warnings(caplog, LOGGING_EVENT_HANDLER)
+    assert "built into an event before it is dropped" in warning
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        charge()
+
+    raised = serve(provider, app)
+    logging.getLogger("uvicorn.error").error(
+        "Exception in ASGI application\n", exc_info=(type(raised), raised, raised.__traceback__)
+    )
+    [event] = errors_of(receiver, processor, 1)
+    assert event["exception"]["values"][-1]["mechanism"]["type"] == "asgi"

@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import pytest
+import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from sentry_sdk.integrations.dedupe import DedupeIntegration
@@ -130,3 +131,46 @@ def test_a_logged_exception_recorded_on_a_sampled_span_is_reported_once_from_the
         logging.getLogger("worker").exception("job failed")
     [event] = errors_of(receiver, processor, 1)
     assert event["exception"]["values"][-1]["mechanism"] == {"type": "otel", "handled": False}
+
+
+@pytest.mark.parametrize("dedupe", ["sentry-sdk's dedupe on", "sentry-sdk's dedupe off"])
+def test_no_event_is_built_for_the_servers_log_record_of_a_reported_exception(
+    start_traced: StartTraced, receiver: EnvelopeReceiver, monkeypatch: pytest.MonkeyPatch, dedupe: str
+) -> None:
+    """The record is never made an event (which would cost a full ``event_from_exception`` of its traceback
+    and locals) only for that event to be dropped: nothing is built, so nothing is discarded either."""
+    import sentry_sdk.integrations.logging as sentry_logging
+
+    from otel_bridge._setup import install_event_processor
+
+    built: list[Any] = []
+    original = sentry_logging.event_from_exception
+
+    def counting(exc_info: Any, **kwargs: Any) -> Any:
+        built.append(exc_info[1])
+        return original(exc_info, **kwargs)
+
+    monkeypatch.setattr(sentry_logging, "event_from_exception", counting)
+    options = {} if dedupe.endswith("on") else {"disabled_integrations": [DedupeIntegration()]}
+    provider, processor = start_traced(send_client_reports=True, **options)
+    install_event_processor()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        charge()
+
+    raised = serve(provider, app)
+    exc_info = (type(raised), raised, raised.__traceback__)
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application\n", exc_info=exc_info)
+    try:
+        charge()
+    except PaymentDeclined:
+        logging.getLogger("shop").exception("a failure nobody reported")
+
+    events = errors_of(receiver, processor, 2)
+    assert [event["exception"]["values"][-1]["mechanism"]["type"] for event in events] == ["asgi", "logging"]
+    assert built == [events and built[0]] and built[0] is not raised
+    sentry_sdk.flush(timeout=5)
+    discarded = [
+        entry for report in receiver.client_reports() for entry in report.get("discarded_events", [])
+    ]
+    assert not [entry for entry in discarded if entry["category"] == "error"], discarded

@@ -17,6 +17,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from sentry_sdk.scope import Scope
 
+from otel_bridge._collect.client_hooks import hook_client
 from otel_bridge._collect.reported import link_recorded_exceptions
 from otel_bridge._collect.request_state import RequestContext, current_request
 from otel_bridge._convert.events import FinishedTrace
@@ -102,7 +103,7 @@ class SentrySpanProcessor(SpanProcessor):
         self._worker.start()
         # sentry_sdk.flush() and Client.close() wait for this processor's queue too
         flush_hooks.register(self)
-        flush_hooks.wait_for_bridge(sentry_sdk.get_client())
+        hook_client(sentry_sdk.get_client())
         # exceptions recorded on spans stay linked to their objects, so that one reported live is not sent
         # again from its spans, and another with the same type and message is
         link_recorded_exceptions()
@@ -183,7 +184,7 @@ class SentrySpanProcessor(SpanProcessor):
         if not client.is_active():
             warn_without_client("SentrySpanProcessor")
         # a client initialised after this processor was made waits for it too (a no-op once it does)
-        flush_hooks.wait_for_bridge(client)
+        hook_client(client)
         root_context = root.get_span_context()
         trace_id = root_context.trace_id if root_context is not None else 0
         decision = owner.decision

@@ -21,6 +21,7 @@ and message are the same.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import weakref
@@ -104,23 +105,42 @@ def note_reported(exc: BaseException) -> bool:
 
 def first_report(hint: Optional[Mapping[str, Any]]) -> bool:
     """Whether the error event sentry-sdk is about to send, with ``hint``, is the first report of its
-    exception (and note it). Not for: an exception already reported; a server's log record of an exception
-    that a sampled span recorded (the span's trace reports it, linked to its request); a server's
-    plain-text log line saying the app raised (see ``SERVER_ECHOES``)."""
+    exception (and note it). Not for: an exception already reported; a log record ``repeats_a_report``."""
     if not hint:
         return True
     record = hint.get("log_record")
-    if record is not None and _is_server_echo(record):
+    if record is not None and repeats_a_report(record):
         return False
     exc_info = hint.get("exc_info")
     exc = exc_info[1] if exc_info else None
     if not isinstance(exc, BaseException):
         return True
-    if record is not None:
-        ticket = _ticket(exc, create=False)
-        if ticket is not None and ticket.on_sampled_span and not ticket.reported:
-            return False
     return note_reported(exc)
+
+
+def repeats_a_report(record: Any) -> bool:
+    """Whether an error event made of the log record ``record`` would repeat a report: of an exception
+    already reported, of one a sampled span recorded (the span's trace reports it, linked to its request),
+    or a server's plain-text line saying the app raised (see ``SERVER_ECHOES``)."""
+    if _is_server_echo(record):
+        return True
+    exc_info = getattr(record, "exc_info", None)
+    exc = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) == 3 else None
+    if not isinstance(exc, BaseException):
+        return False
+    ticket = _ticket(exc, create=False)
+    return ticket is not None and (ticket.reported or ticket.on_sampled_span)
+
+
+class NoRepeatedReports(logging.Filter):
+    """On sentry-sdk's logging handler: no error event is built for a record that ``repeats_a_report``
+    (the server's "Exception in ASGI application" line of an exception the middleware reported)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not repeats_a_report(record)
+
+
+no_repeated_reports = NoRepeatedReports()
 
 
 # Log records in which a server repeats, as text without the exception object, that the app raised: the

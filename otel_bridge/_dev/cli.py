@@ -143,33 +143,6 @@ def _expected_note(path: str) -> str:
     return ""
 
 
-def _explain_demo_discards(items: Sequence[ReceivedItem], server: str) -> None:
-    """The error a client report counts as dropped by an event processor is, in the demo, the server's
-    log line about the exception the middleware had already reported: sentry-sdk's logging integration
-    makes it an event, and its dedupe integration (or, for granian's text-only echo, the bridge) drops it."""
-    duplicates = sum(
-        entry.get("quantity", 0)
-        for item in items
-        if item.type == "client_report" and item.payload is not None
-        for entry in item.payload.get("discarded_events") or []
-        if isinstance(entry, Mapping)
-        and entry.get("reason") == "event_processor"
-        and entry.get("category") == "error"
-        and isinstance(entry.get("quantity"), int)
-    )
-    if duplicates:
-        _out()
-        _out(
-            _indent(
-                f"{'The discarded error' if duplicates == 1 else f'The {duplicates} discarded errors'}: "
-                f"{server} logged the exception the app raised,\n"
-                "sentry-sdk's logging integration turned the log line into a second event, and it was\n"
-                "dropped as a duplicate of the error event above. Nothing was lost.",
-                "  ",
-            )
-        )
-
-
 def demo(requests: int, example: str = "seed", server: str = "uvicorn") -> int:
     try:
         import httpx
@@ -250,7 +223,6 @@ def demo(requests: int, example: str = "seed", server: str = "uvicorn") -> int:
         for number, item in enumerate(items, 1):
             _out()
             _out(_indent(f"[{number}] {item.describe(style)}", "  "))
-        _explain_demo_discards(items, server)
         durations = [
             (number, item, duration_of(item.type, item.payload))
             for number, item in enumerate(items, 1)
