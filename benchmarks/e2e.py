@@ -59,6 +59,7 @@ def measure(
     with server.app_process(variant, scenario, dsn) as app:
         if args.warmup > 0:
             app.load(args.loader, args.warmup_bound, args.connections, args.threads, args.warmup)
+        app.flush()  # what the warm-up queued (a BatchSpanProcessor holds it up to 5 s) is not counted
         benchlib.wait_for_items(target, project, {kind: 1 << 60}, quiet=args.quiet, limit=10)
         before = benchlib.item_counts(target, project, kinds)
         served_before = app.served()
@@ -66,6 +67,7 @@ def measure(
         load = benchlib.run_load(args.loader, app.port, "/", args.duration, args.connections, args.threads)
         cpu_after_load = app.cpu_seconds()
         served = app.served() - served_before
+        flushed = app.flush()  # the variant's own delivery work, counted in CPU/req
         expected = {kind: before[kind] + served}
         if scenario == "error":
             expected["event"] = before["event"] + served
@@ -87,7 +89,8 @@ def measure(
         return seconds / served * 1e6 if served else math.nan
 
     discarded_events: Optional[float] = None
-    if counts is not None and scenario == "error" and exit_info.get("served"):
+    errors = scenario == "error" and variants.reports_errors(variant)
+    if counts is not None and errors and exit_info.get("served"):
         # events built and then dropped by an event processor (sentry-sdk's dedupe: the server's log record
         # of an exception already reported), over every request the app served, warm-up included
         discarded_events = counts["discarded"].get("event_processor:error", 0) / exit_info["served"]
@@ -106,7 +109,7 @@ def measure(
             "cpu_per_request_load_only": per_request(cpu_after_load - cpu_before),
             "delivered": share(kind, after),
             "delivered_before_exit": share(kind, at_drain),
-            **({"delivered_events": share("event", after)} if scenario == "error" else {}),
+            **({"delivered_events": share("event", after)} if errors else {}),
             **({"discarded_events": discarded_events} if discarded_events is not None else {}),
         },
         "load": {key: value for key, value in load.items() if key != "output"},
@@ -118,6 +121,7 @@ def measure(
         "cpu_load_s": cpu_after_load - cpu_before,
         "cpu_total_s": cpu_after_drain - cpu_before,
         "drain_wait_s": waited,
+        "flushed": flushed,
         "rss_mib": rss,
         "peak_rss_mib": hwm,
         "threads": threads,

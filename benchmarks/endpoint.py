@@ -2,9 +2,10 @@
 
 ``POST /api/<project>/envelope/`` answers 200 ``{}`` and counts the envelope's items by type (and, from
 ``client_report`` items, what the SDK says it discarded), per project id. It is an OTLP/HTTP trace
-receiver too (protobuf, as ``opentelemetry-exporter-otlp-proto-http`` sends): ``POST /otlp/<project>/v1/traces``
-(another OTel backend, a collector) and ``POST /api/<project>/integration/otlp/v1/traces/`` (Sentry's OTLP
-ingestion, where sentry-sdk's ``OTLPIntegration`` sends) answer 200 with an empty
+receiver too (protobuf, as ``opentelemetry-exporter-otlp-proto-http`` sends):
+``POST /otlp/<project>/v1/traces`` (another OTel backend, a collector) and
+``POST /api/<project>/integration/otlp/v1/traces/`` (Sentry's OTLP ingestion, where sentry-sdk's
+``OTLPIntegration`` sends) answer 200 with an empty
 ``ExportTraceServiceResponse`` and count, per project, the spans (item ``otlp_span``) and those without a
 parent (``otlp_root_span``: one per request, what a transaction is to Sentry). ``GET /counts`` returns every
 project's counts as JSON (``GET /counts?project=<id>`` one project's); ``POST /reset`` (or
@@ -114,13 +115,12 @@ def envelope_items(data: bytes) -> list[tuple[dict[str, Any], bytes]]:
 
 def otlp_spans(data: bytes) -> tuple[int, int]:
     """``(spans, spans without a parent)`` of a protobuf ``ExportTraceServiceRequest``."""
-    from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(data)
-    except DecodeError as error:
+    except Exception as error:  # protobuf's DecodeError (protobuf ships no type hints to name it)
         raise ValueError(str(error)) from error
     spans = roots = 0
     for resource_spans in request.resource_spans:

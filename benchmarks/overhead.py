@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
+import functools
 import gc
 import json
 import logging
@@ -43,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -75,6 +77,7 @@ COLUMNS = (
     "delivered",
     "delivered_events",
     "discarded_events",
+    "log_events_built",
     "flush",
 )
 RATIO_FIGURES = ("path_median", "path_mean", "cpu_per_request")
@@ -266,7 +269,7 @@ def measure(setting: Round, where: str, n: int, interval: float = 0.0, rate: flo
             "bytes": after["bytes"] - before["bytes"],
             "parse_errors": after["parse_errors"] - before["parse_errors"],
         }
-        if setting.scenario == "error":
+        if setting.scenario == "error" and variants.reports_errors(setting.name):
             events = after["items"].get("event", 0) - before["items"].get("event", 0)
             shares = {
                 "delivered_events": events / n,
@@ -317,6 +320,30 @@ def measure(setting: Round, where: str, n: int, interval: float = 0.0, rate: flo
     }
 
 
+@contextlib.contextmanager
+def counting_log_events() -> Iterator[list[int]]:
+    """While inside: how many times sentry-sdk's logging integration builds an event from a log record's
+    exception (``[count]``; ``[-1]`` when the integration is not loaded). Used in the warm-up only, outside
+    the measurement: a direct view of the server's record being built into an event, whatever drops it."""
+    module = sys.modules.get("sentry_sdk.integrations.logging")
+    original = getattr(module, "event_from_exception", None)
+    count = [-1 if original is None else 0]
+    if module is None or original is None:
+        yield count
+        return
+
+    @functools.wraps(original)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    module.event_from_exception = counted  # type: ignore[attr-defined]
+    try:
+        yield count
+    finally:
+        module.event_from_exception = original  # type: ignore[attr-defined]
+
+
 def run_round(args: argparse.Namespace) -> None:
     """The child's whole job: set up, warm up, measure one round (and, for the normal scenario, the paced
     one after it), print one result line per measurement."""
@@ -330,7 +357,8 @@ def run_round(args: argparse.Namespace) -> None:
         name, scenario, variant, args.endpoint, args.project, args.flush_timeout, loop, check, server_log
     )
 
-    loop.run_until_complete(drive(variant.app, args.warmup, check, None, server_log=server_log))
+    with counting_log_events() as log_events:
+        loop.run_until_complete(drive(variant.app, args.warmup, check, None, server_log=server_log))
     warm_flushed = variant.flush(args.flush_timeout)
     variant.flush(args.flush_timeout)  # again: the first flush may lose the client report (see measure)
 
@@ -338,6 +366,8 @@ def run_round(args: argparse.Namespace) -> None:
     requests = args.error_requests if scenario == "error" else args.requests
     result = measure(setting, WHERE[scenario], requests, interval)
     result.update(warmup=args.warmup, warmup_flushed=warm_flushed)
+    if scenario == "error" and log_events[0] >= 0 and args.warmup:
+        result["figures"]["log_events_built"] = log_events[0] / args.warmup
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     if scenario == "normal" and args.paced_rate > 0 and args.paced_requests > 0:
         paced = measure(setting, report.IN_PROCESS_PACED, args.paced_requests, rate=args.paced_rate)
@@ -408,7 +438,10 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", "-n", type=int, default=None, help="requests per round (5000)")
     parser.add_argument(
-        "--error-requests", type=int, default=None, help="failing requests per error round (2000; --quick 300)"
+        "--error-requests",
+        type=int,
+        default=None,
+        help="failing requests per error round (2000; --quick 300)",
     )
     parser.add_argument(
         "--paced-rate",
@@ -417,7 +450,10 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="requests/s of the paced measurement after each normal round (500; 0: none)",
     )
     parser.add_argument(
-        "--paced-requests", type=int, default=None, help="requests of the paced measurement (2500; --quick 500)"
+        "--paced-requests",
+        type=int,
+        default=None,
+        help="requests of the paced measurement (2500; --quick 500)",
     )
     parser.add_argument("--rounds", "-r", type=int, default=None, help="rounds of every variant (3)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per round (500)")

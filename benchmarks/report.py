@@ -75,6 +75,7 @@ FIGURES: dict[str, Figure] = {
     "cpu_per_request_load_only": Figure("(load only)", "µs"),
     "delivered_events": Figure("error events", "%"),
     "discarded_events": Figure("events discarded", "%"),
+    "log_events_built": Figure("log events built", "%"),  # the logging integration's, per failing request
     # memory (rss.py)
     "requests": Figure("requests", "", 0),
     "requests_share": Figure("of asked", "%"),

@@ -90,9 +90,7 @@ def measure_at(
         served = app.served() - served_warm
         rss_end = (app.rss_mib() or math.nan) * MIB_TO_MB
         if target is not None:
-            benchlib.wait_for_items(
-                target, project, {kind: served_warm + served}, quiet=2.0, limit=60
-            )
+            benchlib.wait_for_items(target, project, {kind: served_warm + served}, quiet=2.0, limit=60)
         else:
             time.sleep(2.0)
         rss_settled = (app.rss_mib() or math.nan) * MIB_TO_MB

@@ -2,7 +2,9 @@
 
 uvicorn runs one worker, no access log, log level warning (``h11`` and asyncio unless ``httptools`` /
 ``uvloop`` are installed); uvicorn logs every failed request's traceback to stderr, which goes to a file.
-``GET /__bench__`` answers how many requests the app has served, outside every middleware. On SIGTERM
+``GET /__bench__`` answers how many requests the app has served, outside every middleware;
+``GET /__bench__/flush`` waits (on a thread, 30 s at most) for the variant's flush, as ``overhead.py`` does:
+a ``BatchSpanProcessor`` otherwise holds its last spans for its schedule delay (5 s). On SIGTERM
 uvicorn stops, the variant flushes and shuts down (``--flush-timeout`` s at most) and the process prints
 one ``EXIT {json}`` line with what the variant counted.
 
@@ -12,6 +14,7 @@ one ``EXIT {json}`` line with what the variant counted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -22,19 +25,23 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Callable, Optional
 
 import benchlib
 import variants
 
 CONTROL_PATH = "/__bench__"
+FLUSH_PATH = CONTROL_PATH + "/flush"
 EXIT = "EXIT "
 
 
-def with_control(app: variants.ASGIApp) -> variants.ASGIApp:
+def with_control(app: variants.ASGIApp, flush: Callable[[float], bool]) -> variants.ASGIApp:
     async def outer(scope: variants.Scope, receive: variants.Receive, send: variants.Send) -> None:
-        if scope["type"] == "http" and scope["path"] == CONTROL_PATH:
-            body = json.dumps({"served": variants.SERVED.count}).encode()
+        if scope["type"] == "http" and scope["path"] in (CONTROL_PATH, FLUSH_PATH):
+            answer: dict[str, Any] = {"served": variants.SERVED.count}
+            if scope["path"] == FLUSH_PATH:
+                answer["flushed"] = await asyncio.to_thread(flush, 30.0)
+            body = json.dumps(answer).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -59,7 +66,7 @@ def serve(variant: str, scenario: str, dsn: str, flush_timeout: float, connectio
     sock.bind((benchlib.HOST, 0))
     info = {**built.info, "port": sock.getsockname()[1], "pid": os.getpid()}
     config = uvicorn.Config(
-        with_control(built.app),
+        with_control(built.app, built.flush),
         lifespan="off",
         log_level="warning",
         access_log=False,
@@ -90,6 +97,11 @@ class AppProcess:
 
     def served(self) -> int:
         return int(benchlib.get_json(f"http://{benchlib.HOST}:{self.port}{CONTROL_PATH}")["served"])
+
+    def flush(self) -> bool:
+        """The variant's flush, in the app process (its CPU counts there); whether it finished in time."""
+        answer = benchlib.get_json(f"http://{benchlib.HOST}:{self.port}{FLUSH_PATH}", timeout=40)
+        return bool(answer["flushed"])
 
     def load(
         self, loader: str, bound: float, connections: int, threads: int, requests: int

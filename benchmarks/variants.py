@@ -80,9 +80,10 @@ async def failing(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     SERVED.count += 1
-    order = {"id": 4217, "items": ["widget", "gadget", "gizmo"], "currency": "EUR"}
+    items = ["widget", "gadget", "gizmo"]
+    order: dict[str, Any] = {"id": 4217, "items": items, "currency": "EUR"}
     customer = "customer-42"
-    quantity = len(order["items"])
+    quantity = len(items)
     unit_price = 19.99
     raise AppError(f"benchmark: order {order['id']} of {customer} failed ({quantity} x {unit_price})")
 
@@ -123,6 +124,7 @@ class Spec:
     # OTLP_ROOT_SPAN; None: sends nothing
     delivers: Optional[str]
     build: Callable[[ASGIApp, str, Optional[int]], Variant]
+    errors: bool = True  # when it sends: error events too (a Sentry SDK), not only spans
 
 
 def otlp_url(dsn: str) -> str:
@@ -182,11 +184,15 @@ def _otel_variant(
     provider: TracerProvider,
     counters: Callable[[], dict[str, Any]] = _nothing,
     info: Optional[dict[str, Any]] = None,
+    then: Optional[Callable[[float], bool]] = None,
 ) -> Variant:
-    """OTel's middleware on ``provider``; flushing is the provider's (which flushes its exporters)."""
+    """OTel's middleware on ``provider``. Flushing is the provider's (its ``BatchSpanProcessor`` exports
+    what it holds, without calling the exporter's ``force_flush``), then ``then``'s: an exporter's own
+    background work."""
 
     def flush(timeout: float) -> bool:
-        return provider.force_flush(int(timeout * 1000))
+        flushed = provider.force_flush(int(timeout * 1000))
+        return (then(timeout) if then is not None else True) and flushed
 
     def close(timeout: float) -> dict[str, Any]:
         flushed = flush(timeout)
@@ -258,7 +264,8 @@ def _zero_code(app: ASGIApp, dsn: str, connections: Optional[int]) -> Variant:
         return {"bridge_drops": {f"{reason}:{category}": n for (reason, category), n in totals.items()}}
 
     info = {**_transport_info(), "bsp_queue": BIG_QUEUE, "otel_bridge_file": otel_bridge.__file__}
-    return _otel_variant("zero-code", app, provider, counters, info)
+    # the exporter hands each trace to the bridge's background queues: otel_bridge.flush waits for those
+    return _otel_variant("zero-code", app, provider, counters, info, then=otel_bridge.flush)
 
 
 def _transport_info() -> dict[str, Any]:
@@ -351,6 +358,7 @@ SPECS: dict[str, Spec] = {
         f"{BIG_QUEUE}), OTLPSpanExporter (OTLP/HTTP protobuf) to a loopback receiver: one more OTel backend",
         OTLP_ROOT_SPAN,
         _otel_otlp,
+        errors=False,
     ),
     "sentry-otlp": Spec(
         "OTel's middleware, sentry_sdk.init(dsn, integrations=[OTLPIntegration(capture_exceptions=True)]): "
@@ -399,6 +407,11 @@ NAMES = tuple(SPECS)
 def sends(name: str) -> bool:
     """Whether ``name`` sends anything to ``endpoint.py`` (its delivered share is measured)."""
     return SPECS[name].delivers is not None
+
+
+def reports_errors(name: str) -> bool:
+    """Whether ``name`` sends error events to ``endpoint.py`` (their share is measured)."""
+    return sends(name) and SPECS[name].errors
 
 
 def delivered_item(name: str) -> str:
