@@ -192,7 +192,7 @@ def test_without_the_logging_handler_a_reported_exceptions_log_record_is_still_n
 
     from otel_bridge._compat.sentry_logging import LOGGING_EVENT_HANDLER
     from otel_bridge._setup import install_event_processor
-    from tests.test_one_event_per_exception import charge, errors_of, serve
+    from tests.test_one_event_per_exception import errors_of, fail_and_log_as_uvicorn
 
     original = LoggingIntegration._handle_record
 
@@ -206,12 +206,6 @@ def test_without_the_logging_handler_a_reported_exceptions_log_record_is_still_n
     [warning] = broken_warnings(caplog, LOGGING_EVENT_HANDLER)
     assert "built into an event before it is dropped" in warning
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        charge()
-
-    raised = serve(provider, app)
-    logging.getLogger("uvicorn.error").error(
-        "Exception in ASGI application\n", exc_info=(type(raised), raised, raised.__traceback__)
-    )
+    fail_and_log_as_uvicorn(provider)
     [event] = errors_of(receiver, processor, 1)
     assert event["exception"]["values"][-1]["mechanism"]["type"] == "asgi"

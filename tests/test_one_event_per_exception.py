@@ -46,6 +46,18 @@ def serve(provider: TracerProvider, app: Any) -> BaseException:
     return caught.value
 
 
+def fail_and_log_as_uvicorn(provider: TracerProvider) -> BaseException:
+    """A request whose app raises, then the server's log record of it, as uvicorn writes it."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        charge()
+
+    raised = serve(provider, app)
+    exc_info = (type(raised), raised, raised.__traceback__)
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application\n", exc_info=exc_info)
+    return raised
+
+
 @pytest.mark.parametrize("recorded_on", ["child span", "server span"])
 def test_two_exceptions_with_the_same_type_and_message_in_one_request_are_two_events(
     traced: tuple[TracerProvider, SentrySpanProcessor], receiver: EnvelopeReceiver, recorded_on: str
@@ -106,12 +118,7 @@ def test_the_servers_log_record_of_an_exception_already_reported_is_no_second_ev
     provider, processor = start_traced(disabled_integrations=[DedupeIntegration()])
     install_event_processor()
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        charge()
-
-    raised = serve(provider, app)
-    exc_info = (type(raised), raised, raised.__traceback__)
-    logging.getLogger("uvicorn.error").error("Exception in ASGI application\n", exc_info=exc_info)
+    fail_and_log_as_uvicorn(provider)
     [event] = errors_of(receiver, processor, 1)
     assert event["exception"]["values"][-1]["mechanism"]["type"] == "asgi"
 
@@ -155,12 +162,7 @@ def test_no_event_is_built_for_the_servers_log_record_of_a_reported_exception(
     provider, processor = start_traced(send_client_reports=True, **options)
     install_event_processor()
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        charge()
-
-    raised = serve(provider, app)
-    exc_info = (type(raised), raised, raised.__traceback__)
-    logging.getLogger("uvicorn.error").error("Exception in ASGI application\n", exc_info=exc_info)
+    raised = fail_and_log_as_uvicorn(provider)
     try:
         charge()
     except PaymentDeclined:
