@@ -24,7 +24,7 @@ from tests.conftest import StartTraced
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
 from tests.test_init import run_python
-from tests.test_sdk_flush import EXPORTER_PATH, SLOW
+from tests.test_sdk_flush import SLOW, assert_sdk_flush_sends_the_exporter_paths_trace
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -145,23 +145,13 @@ os._exit(0)
 def test_without_the_provider_layout_sentry_flush_flushes_the_whole_provider(
     receiver: EnvelopeReceiver,
 ) -> None:
-    result = run_python(
-        SLOW
-        + """
+    assert_sdk_flush_sends_the_exporter_paths_trace(
+        receiver,
+        before="""
 from otel_bridge._compat import otel_sdk
 otel_sdk._processors = lambda provider: None
-"""
-        + EXPORTER_PATH
-        + """
-work()
-sentry_sdk.flush(timeout=5)
-os._exit(0)
 """,
-        {"SENTRY_DSN": receiver.dsn, "OTEL_BSP_SCHEDULE_DELAY": "60000"},
     )
-    assert result.returncode == 0, result.stderr
-    [transaction] = receiver.transactions()
-    assert transaction["transaction"] == "nightly import"
 
 
 def test_doctor_names_a_broken_reach() -> None:

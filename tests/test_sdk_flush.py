@@ -45,6 +45,25 @@ trace.set_tracer_provider(provider)
 """
 
 
+def assert_sdk_flush_sends_the_exporter_paths_trace(receiver: EnvelopeReceiver, before: str = "") -> None:
+    """``sentry_sdk.flush()`` on the exporter path (after the code ``before``) sends the finished trace."""
+    result = run_python(
+        SLOW
+        + before
+        + EXPORTER_PATH
+        + """
+work()
+sentry_sdk.flush(timeout=5)
+os._exit(0)
+""",
+        # the batch processor itself would export only after a minute
+        {"SENTRY_DSN": receiver.dsn, "OTEL_BSP_SCHEDULE_DELAY": "60000"},
+    )
+    assert result.returncode == 0, result.stderr
+    [transaction] = receiver.transactions()
+    assert transaction["transaction"] == "nightly import"
+
+
 def report(result: Any) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     [line] = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
@@ -92,20 +111,7 @@ os._exit(0)
 
 
 def test_the_exporter_paths_batch_queue_is_flushed(receiver: EnvelopeReceiver) -> None:
-    result = run_python(
-        SLOW
-        + EXPORTER_PATH
-        + """
-work()
-sentry_sdk.flush(timeout=5)
-os._exit(0)
-""",
-        # the batch processor itself would export only after a minute
-        {"SENTRY_DSN": receiver.dsn, "OTEL_BSP_SCHEDULE_DELAY": "60000"},
-    )
-    assert result.returncode == 0, result.stderr
-    [transaction] = receiver.transactions()
-    assert transaction["transaction"] == "nightly import"
+    assert_sdk_flush_sends_the_exporter_paths_trace(receiver)
 
 
 def test_the_callers_timeout_bounds_the_whole_wait(receiver: EnvelopeReceiver) -> None:

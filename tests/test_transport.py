@@ -301,8 +301,10 @@ def test_a_forked_child_sends_on_its_own_threads_and_connections(receiver: Envel
         assert messages == ["from the child", "parent after fork", "parent before fork"]
 
 
-def test_through_a_proxy_urllib3_sends_from_threads(receiver: EnvelopeReceiver) -> None:
-    # the receiver doubles as the HTTP proxy: it is sent the absolute URL of a host that does not exist
+@contextmanager
+def client_through_proxy(receiver: EnvelopeReceiver) -> Iterator[Any]:
+    """A current client whose envelopes go through an HTTP proxy: the receiver doubles as the proxy, and is
+    sent the absolute URL of a host that does not exist. Closed after."""
     dsn = f"http://{receiver.key}@sentry.invalid/{receiver.project_id}"
     client = sentry_sdk.Client(
         dsn=dsn, transport=ConcurrentHttpTransport, http_proxy=receiver.url, transport_queue_size=100
@@ -311,11 +313,16 @@ def test_through_a_proxy_urllib3_sends_from_threads(receiver: EnvelopeReceiver) 
         with sentry_sdk.new_scope() as scope:
             scope.set_client(client)
             assert isinstance(transport_of(client)._worker, ConcurrentWorker)
-            for number in range(20):
-                sentry_sdk.capture_message(f"via proxy {number}")
-            client.flush(timeout=10)
+            yield client
     finally:
         client.close(timeout=2)
+
+
+def test_through_a_proxy_urllib3_sends_from_threads(receiver: EnvelopeReceiver) -> None:
+    with client_through_proxy(receiver) as client:
+        for number in range(20):
+            sentry_sdk.capture_message(f"via proxy {number}")
+        client.flush(timeout=10)
     assert sorted(event["message"] for event in receiver.events()) == sorted(
         f"via proxy {number}" for number in range(20)
     )
@@ -355,21 +362,14 @@ def test_the_proxy_paths_posts_are_not_traced_while_the_apps_own_urllib3_calls_a
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrumentor = urllib3_instrumentation.URLLib3Instrumentor()
     instrumentor.instrument(tracer_provider=provider)
-    dsn = f"http://{receiver.key}@sentry.invalid/{receiver.project_id}"
-    client = sentry_sdk.Client(
-        dsn=dsn, transport=ConcurrentHttpTransport, http_proxy=receiver.url, transport_queue_size=100
-    )
     try:
-        with sentry_sdk.new_scope() as scope:
-            scope.set_client(client)
-            assert isinstance(transport_of(client)._worker, ConcurrentWorker)
+        with client_through_proxy(receiver) as client:
             for number in range(5):
                 sentry_sdk.capture_message(f"via proxy {number}")
             client.flush(timeout=10)
-        # the app's own call, on its own thread
-        urllib3.PoolManager().request("GET", f"{receiver.url}/health")
+            # the app's own call, on its own thread
+            urllib3.PoolManager().request("GET", f"{receiver.url}/health")
     finally:
-        client.close(timeout=2)
         instrumentor.uninstrument()
     assert len(receiver.events()) == 5, "the POSTs went out through the proxy"
     methods = [
