@@ -146,7 +146,7 @@ class SentryAsgiMiddleware:
         sentry_token = mark_sentry_asgi_applied()
         _InFlight.count += 1
         try:
-            with sentry_sdk.isolation_scope() as sentry_scope, track_request_session(sentry_scope):
+            with sentry_sdk.isolation_scope() as sentry_scope, track_request_session(sentry_scope, request):
                 sentry_scope.clear_breadcrumbs()
                 describe = partial(
                     _describe_request, request=request, methods=self._methods, origin=self._origin

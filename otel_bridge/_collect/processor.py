@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from sentry_sdk.scope import Scope
 
 from otel_bridge._collect.client_hooks import hook_client
+from otel_bridge._collect.live_errors import build_errors_on, stop_building_on
 from otel_bridge._collect.reported import link_recorded_exceptions
 from otel_bridge._collect.request_state import RequestContext, current_request
 from otel_bridge._convert.events import FinishedTrace
@@ -101,6 +102,7 @@ class SentrySpanProcessor(SpanProcessor):
         self.drops = DropCounter()
         self._worker = TraceWorker(max_queued_traces, self.drops, tick=self._evict_stale_roots)
         self._worker.start()
+        build_errors_on(self._worker.run_soon)
         # sentry_sdk.flush() and Client.close() wait for this processor's queue too
         flush_hooks.register(self)
         hook_client(sentry_sdk.get_client())
@@ -232,6 +234,7 @@ class SentrySpanProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         flush_hooks.unregister(self)
+        stop_building_on(self._worker.run_soon)
         self._worker.stop(timeout=2.0)
         with flush_hooks.flushing_client():
             flush_client(2.0)

@@ -39,6 +39,10 @@ RaiseSite = tuple[str, int]
 
 _TICKET = "__otel_bridge_exception__"
 
+RESERVED_FOR_THIS_EVENT = "otel_bridge_reserved_report"
+"""A hint key: the event is the report its exception was noted for ahead of time (built off the request
+path after the exception was noted reported)."""
+
 
 class _Ticket(int):
     """One live exception: whether it was reported, and whether it was recorded on a sampled span.
@@ -106,7 +110,7 @@ def note_reported(exc: BaseException) -> bool:
 def first_report(hint: Optional[Mapping[str, Any]]) -> bool:
     """Whether the error event sentry-sdk is about to send, with ``hint``, is the first report of its
     exception (and note it). Not for: an exception already reported; a log record ``repeats_a_report``."""
-    if not hint:
+    if not hint or hint.get(RESERVED_FOR_THIS_EVENT):
         return True
     record = hint.get("log_record")
     if record is not None and repeats_a_report(record):

@@ -31,6 +31,12 @@ class RequestContext:
     server_span: Optional[Span] = None
     server_context: Optional[Context] = None
     app_called: bool = False
+    errors_later: Optional[Callable[[Callable[[], Any]], None]] = None
+    """Set once an error event of this request was queued to be built off the request path: queues more
+    work after it (the request's session end)."""
+    keep_errors_inline: bool = False
+    """Error events of this request are built on the request path (sentry-sdk's own session tracking
+    ends its session with the request)."""
     _waiting: list[Callable[[], Any]] = field(default_factory=list)
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)

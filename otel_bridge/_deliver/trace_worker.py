@@ -62,6 +62,12 @@ class TraceWorker:
             return False
         return True
 
+    def run_soon(self, job: Job) -> None:
+        """Queue ``job``, or run it at once on the caller's thread when the queue cannot take it (work that
+        must not be lost, such as an error event)."""
+        if self._stopped or not self._queue.put(job):
+            job()
+
     def flush(self, timeout: float) -> bool:
         """``True`` once everything queued before this call has been handed to the client (or dropped and
         counted); ``False`` when ``timeout`` ran out first. Once stopped, nothing is left to hand over."""
