@@ -53,6 +53,20 @@ RATE_LIMIT_WARNING_INTERVAL = 60.0
 Job = Callable[[], Any]
 
 
+def gzip_compress(data: bytes, level: int) -> bytes:
+    """``data`` as one gzip member, with a window no larger than ``data`` needs.
+
+    Setting up zlib's full 32 KiB window and its hash tables costs more than compressing a typical
+    envelope of a few KiB. A window at least as long as the data allows every match the full one would,
+    and hash tables scaled to it miss hardly any, so the body is about as small (within a few bytes);
+    any gzip reader takes it, as the window size is not part of the format.
+    """
+    window_bits = min(15, max(9, (len(data) - 1).bit_length()))
+    memory_level = min(8, max(1, window_bits - 6))
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + window_bits, memory_level)
+    return compressor.compress(data) + compressor.flush()
+
+
 class ConcurrentWorker(CountedWork):
     """A bounded queue of jobs run by up to ``max_threads`` daemon threads.
 
@@ -206,9 +220,7 @@ class ConcurrentHttpTransport(HttpTransport):
         own thread a switch."""
         if self._compression_algo != "gzip" or not self._compression_level:
             return super()._serialize_envelope(envelope)
-        compressor = zlib.compressobj(self._compression_level, zlib.DEFLATED, 31)
-        body = compressor.compress(envelope.serialize()) + compressor.flush()
-        return "gzip", io.BytesIO(body)
+        return "gzip", io.BytesIO(gzip_compress(envelope.serialize(), self._compression_level))
 
     def after_fork_in_child(self) -> None:
         self._reports_lock = threading.RLock()
