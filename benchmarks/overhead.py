@@ -21,7 +21,11 @@ Three measurements (``where``):
   ``Exception in ASGI application`` with the traceback on ``uvicorn.error``, sentry-sdk's logging
   integration seeing that record, then answers 500), inside the timed request path. Also error events
   delivered, and events built and then dropped by an event processor (client reports'
-  ``event_processor:error``: the server's record of an exception already reported) per failing request.
+  ``event_processor:error``: the server's record of an exception already reported) per failing request;
+* ``in-process error paced``: the same process, then failing requests started on a schedule
+  (``--error-paced-rate`` per second): a failing request's path at a moderate load, where the work a
+  variant does off the request path no longer holds up the next request (back to back, every thread's
+  work lands on some request's path through the one GIL).
 
     .venv/bin/python benchmarks/overhead.py            # 3 rounds x 5 000 requests, warm-up 500
     .venv/bin/python benchmarks/overhead.py --quick    # a smoke run
@@ -345,8 +349,8 @@ def counting_log_events() -> Iterator[list[int]]:
 
 
 def run_round(args: argparse.Namespace) -> None:
-    """The child's whole job: set up, warm up, measure one round (and, for the normal scenario, the paced
-    one after it), print one result line per measurement."""
+    """The child's whole job: set up, warm up, measure one round and the paced one after it, print one
+    result line per measurement."""
     name, scenario = args.child, args.scenario
     server_log = server_logger() if scenario == "error" else None
     variant = variants.build(name, scenario, benchlib.dsn_for(args.endpoint.split("://", 1)[1], args.project))
@@ -372,6 +376,11 @@ def run_round(args: argparse.Namespace) -> None:
     if scenario == "normal" and args.paced_rate > 0 and args.paced_requests > 0:
         paced = measure(setting, report.IN_PROCESS_PACED, args.paced_requests, rate=args.paced_rate)
         print(RESULT_PREFIX + json.dumps(paced), flush=True)
+    if scenario == "error" and args.error_paced_rate > 0 and args.error_paced_requests > 0:
+        paced = measure(
+            setting, report.IN_PROCESS_ERROR_PACED, args.error_paced_requests, rate=args.error_paced_rate
+        )
+        print(RESULT_PREFIX + json.dumps(paced), flush=True)
 
 
 # --------------------------------------------------------------------------------- the parent process
@@ -384,6 +393,8 @@ def run_child(
     command += ["--endpoint", endpoint, "--project", str(project), "--warmup", str(args.warmup)]
     command += ["--requests", str(args.requests), "--error-requests", str(args.error_requests)]
     command += ["--paced-rate", str(args.paced_rate), "--paced-requests", str(args.paced_requests)]
+    command += ["--error-paced-rate", str(args.error_paced_rate)]
+    command += ["--error-paced-requests", str(args.error_paced_requests)]
     command += ["--flush-timeout", str(args.flush_timeout), "--interval-us", str(args.interval_us)]
     completed = subprocess.run(
         command,
@@ -455,6 +466,18 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default=None,
         help="requests of the paced measurement (2500; --quick 500)",
     )
+    parser.add_argument(
+        "--error-paced-rate",
+        type=float,
+        default=100.0,
+        help="failing requests/s of the paced measurement after each error round (100; 0: none)",
+    )
+    parser.add_argument(
+        "--error-paced-requests",
+        type=int,
+        default=None,
+        help="failing requests of the paced measurement (500; --quick 150)",
+    )
     parser.add_argument("--rounds", "-r", type=int, default=None, help="rounds of every variant (3)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per round (500)")
     parser.add_argument(
@@ -499,10 +522,13 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         args.error_requests = 300 if args.quick else 2000
     if args.paced_requests is None:
         args.paced_requests = 500 if args.quick else 2500
+    if args.error_paced_requests is None:
+        args.error_paced_requests = 150 if args.quick else 500
     if min(args.requests, args.error_requests, args.rounds) <= 0:
         parser.error("--requests, --error-requests and --rounds must be above 0")
-    if min(args.warmup, args.interval_us, args.paced_rate, args.paced_requests) < 0:
-        parser.error("--warmup, --interval-us, --paced-rate and --paced-requests must be 0 or more")
+    paced = (args.paced_rate, args.paced_requests, args.error_paced_rate, args.error_paced_requests)
+    if min(args.warmup, args.interval_us, *paced) < 0:
+        parser.error("--warmup, --interval-us and the paced rates and requests must be 0 or more")
     try:
         args.variant_list = variants.pick(args.variants)
         args.error_variant_list = variants.pick(args.error_variants)
@@ -549,6 +575,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{report.IN_PROCESS}: {args.requests} requests, {pace}; "
         f"{report.IN_PROCESS_PACED}: {args.paced_requests} requests started at {args.paced_rate:g}/s; "
         f"{report.IN_PROCESS_ERROR}: {args.error_requests} failing requests, each logged as uvicorn does; "
+        f"{report.IN_PROCESS_ERROR_PACED}: {args.error_paced_requests} of them started at "
+        f"{args.error_paced_rate:g}/s; "
         "medians over rounds. Delivered: transactions (OTLP variants: server spans) ÷ requests; error events "
         "likewise; events discarded: built, then dropped by an event processor, ÷ requests"
     )
@@ -557,6 +585,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "error_requests",
         "paced_rate",
         "paced_requests",
+        "error_paced_rate",
+        "error_paced_requests",
         "rounds",
         "warmup",
         "flush_timeout",

@@ -43,6 +43,7 @@ SIDE_BY_SIDE = (
     (report.IN_PROCESS, ("path_median", "cpu_per_request", "delivered")),
     (report.IN_PROCESS_PACED, ("path_median",)),
     (report.IN_PROCESS_ERROR, ("path_median", "cpu_per_request", "delivered_events", "discarded_events")),
+    (report.IN_PROCESS_ERROR_PACED, ("path_median",)),
     (report.UVICORN, ("rps", "latency_p50", "latency_p99", "cpu_per_request", "delivered")),
     (report.UVICORN_ERROR, ("rps", "latency_p99", "cpu_per_request", "delivered", "delivered_events")),
     ("rss up", ("growth",)),
