@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from otel_bridge._deliver.queue import BackgroundQueue
 from otel_bridge._deliver.sender import SocketSender
-from otel_bridge._deliver.trace_worker import TraceWorker
+from otel_bridge._deliver.trace_worker import HEAD_START_SECONDS, TraceWorker
 from otel_bridge._drops import DropCounter
 from otel_bridge.transport import ConcurrentWorker
 from tests.receiver import EnvelopeReceiver
@@ -73,6 +73,27 @@ def test_a_full_queue_refuses_and_the_trace_worker_counts_the_drop(worker: Trace
     assert worker._drops.totals() == {("queue_overflow", "transaction"): 5}
     release.set()
     assert worker.flush(5)
+
+
+def test_a_job_waits_for_its_request_to_finish_unless_it_waited_in_the_queue_already(
+    worker: TraceWorker,
+) -> None:
+    started: list[float] = []
+    queued = time.monotonic()
+    worker.submit(lambda: started.append(time.monotonic()))
+    assert worker.flush(5)
+    assert started[0] - queued >= HEAD_START_SECONDS
+    # a backlog is worked off without waiting again
+    release = threading.Event()
+    worker.submit(release.wait)
+    for _ in range(5):
+        worker.submit(lambda: started.append(time.monotonic()))
+    time.sleep(HEAD_START_SECONDS * 2)
+    release.set()
+    assert worker.flush(5)
+    backlog = started[1:]
+    # each waiting again would take at least 4 head starts between the first and the last
+    assert backlog[-1] - backlog[0] < HEAD_START_SECONDS * 4
 
 
 def test_the_queue_is_bounded_in_bytes_and_items_taken_back_count_against_it() -> None:
