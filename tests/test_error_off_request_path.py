@@ -118,7 +118,7 @@ def test_the_failing_request_is_answered_before_its_event_is_built(
 def test_the_event_built_later_is_the_request_s_and_comes_before_its_transaction(
     bridge: Started, receiver: EnvelopeReceiver, builders: list[str]
 ) -> None:
-    provider, _ = bridge()
+    provider, _ = bridge(send_default_pii=True)
     assert get(shop(provider), "/fail") == [500]
     sentry_sdk.flush(timeout=5)
     assert [envelope.items[0].type for envelope in receiver.envelopes][:2] == ["event", "transaction"]

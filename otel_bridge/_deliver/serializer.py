@@ -124,12 +124,14 @@ def _copy_bag(obj: Any, depth: int, breadth: int, max_len: Optional[int], path: 
             out[k] = _copy_bag(v, depth - 1, breadth, max_len, (*path, k), meta)
         return out
     if t is list or t is tuple:
-        if len(obj) > breadth:
-            _annotate(meta, path, len(obj))
-        return [
+        copied = [
             _copy_bag(v, depth - 1, breadth, max_len, (*path, str(i)), meta)
             for i, v in enumerate(obj[:breadth])
         ]
+        # after the items, as serialize notes a container's length: the order of _meta's keys is kept
+        if len(obj) > breadth:
+            _annotate(meta, path, len(obj))
+        return copied
     return _copy_scalar(obj, t)
 
 
