@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
 
 from otel_bridge import _compat
+from otel_bridge._collect import live_frames
 from otel_bridge._collect.client_hooks import hook_client
 from otel_bridge._collect.live_errors import prepare_event
 from otel_bridge._collect.processor import SentrySpanProcessor
@@ -163,6 +164,8 @@ def install_event_processor() -> None:
     global _event_processor_added
     if not _event_processor_added:
         add_global_event_processor(prepare_event)
+        # its frames are equal to sentry-sdk's only once prepare_event has cleaned them
+        live_frames.install()
         register_external_propagation_context(current_otel_ids)
         link_recorded_exceptions()
         _event_processor_added = True
