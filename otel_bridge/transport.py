@@ -54,17 +54,19 @@ Job = Callable[[], Any]
 
 
 def gzip_compress(data: bytes, level: int) -> bytes:
-    """``data`` as one gzip member, with a window no larger than ``data`` needs.
+    """``data`` as one gzip member, byte for byte what zlib writes with its full window, set up cheaper.
 
-    Setting up zlib's full 32 KiB window and its hash tables costs more than compressing a typical
-    envelope of a few KiB. A window at least as long as the data allows every match the full one would,
-    and hash tables scaled to it miss hardly any, so the body is about as small (within a few bytes);
-    any gzip reader takes it, as the window size is not part of the format.
+    Setting up zlib's 32 KiB window costs more than compressing a typical envelope of a few KiB. Deflate
+    never looks further back than its window less 262 bytes, so with a window at least that much longer
+    than ``data`` (and the same hash tables) every choice it makes, and so the output, is the same.
     """
-    window_bits = min(15, max(9, (len(data) - 1).bit_length()))
-    memory_level = min(8, max(1, window_bits - 6))
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + window_bits, memory_level)
+    window_bits = min(15, max(9, (len(data) + _DEFLATE_LOOKAHEAD - 1).bit_length()))
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + window_bits)
     return compressor.compress(data) + compressor.flush()
+
+
+# zlib's MIN_LOOKAHEAD: the farthest match deflate takes is its window size less this
+_DEFLATE_LOOKAHEAD = 262
 
 
 class ConcurrentWorker(CountedWork):
