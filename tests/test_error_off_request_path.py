@@ -168,7 +168,9 @@ def test_an_error_is_built_on_the_request_path_when_the_worker_queue_is_full(
         release, busy = threading.Event(), threading.Event()
         processor._worker.submit(lambda: (busy.set(), release.wait(10)))
         assert busy.wait(5)
-        assert processor._worker.submit(lambda: None)  # the queue is now full
+        # the queue is now full: its trace and its errand
+        assert processor._worker.submit(lambda: None)
+        processor._worker.run_soon(lambda: None)
         assert get(shop(provider), "/fail") == [500]
         assert builders == [threading.current_thread().name]
         release.set()
@@ -204,3 +206,28 @@ def test_without_sentry_sdk_s_session_decision_the_event_is_built_on_the_request
     [error] = receiver.events()
     assert_relay_valid(error)
     assert session_counts(receiver) == {"crashed": 1}
+
+
+def test_queued_error_events_leave_the_traces_their_room(
+    start_traced: StartTraced, receiver: EnvelopeReceiver
+) -> None:
+    sentry_sdk.init(
+        dsn=receiver.dsn, instrumenter="otel", release="shop@1.0", auto_enabling_integrations=False
+    )
+    provider = TracerProvider()
+    processor = SentrySpanProcessor(max_queued_traces=3)
+    provider.add_span_processor(processor)
+    try:
+        release, busy = threading.Event(), threading.Event()
+        processor._worker.submit(lambda: (busy.set(), release.wait(10)))
+        assert busy.wait(5)
+        # each failing request queues its error event and its session's end besides its trace
+        assert get(shop(provider), "/fail", "/fail", "/fail") == [500, 500, 500]
+        release.set()
+        sentry_sdk.flush(timeout=5)
+        assert processor.drops.totals() == {}
+        assert len(receiver.transactions()) == 3
+        assert len(receiver.events()) == 3
+        assert session_counts(receiver) == {"crashed": 3}
+    finally:
+        provider.shutdown()

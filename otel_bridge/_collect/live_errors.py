@@ -14,7 +14,7 @@ from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
 from sentry_sdk.utils import event_from_exception
 
 from otel_bridge._collect import reported
-from otel_bridge._collect.request_state import current_request
+from otel_bridge._collect.request_state import Errands, current_request
 from otel_bridge._convert.in_app import in_app_rule
 from otel_bridge._convert.naming import current_route_name
 from otel_bridge._convert.options import convert_options
@@ -102,8 +102,10 @@ def _later_for_this_request() -> Optional[Later]:
     later = _later
     if request is None or later is None or request.keep_errors_inline:
         return None
-    request.errors_later = later
-    return later
+    if request.errands is None:
+        request.errands = Errands()
+    errands = request.errands
+    return lambda job: later(errands.wrap(job))
 
 
 def _trace_link(

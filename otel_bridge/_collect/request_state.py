@@ -15,6 +15,44 @@ if TYPE_CHECKING:
     from otel_bridge._convert.naming import Route
 
 
+class Errands:
+    """Work a request queued to run after it (its error events), and what must wait for all of it (the
+    request's session ends only once its errors were captured)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._then: list[Callable[[], Any]] = []
+
+    def wrap(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        """``job``, counted as pending until it ran (wherever it runs)."""
+        with self._lock:
+            self._pending += 1
+
+        def run() -> None:
+            try:
+                job()
+            finally:
+                self._finished()
+
+        return run
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            ready, self._then = (self._then, []) if self._pending == 0 else ([], self._then)
+        for follow in ready:
+            follow()
+
+    def then(self, follow: Callable[[], Any]) -> None:
+        """Run ``follow`` once every errand ran: now, if none is pending."""
+        with self._lock:
+            if self._pending:
+                self._then.append(follow)
+                return
+        follow()
+
+
 @dataclass
 class RequestContext:
     """One request: its ASGI scope, its route, and traces waiting for its end.
@@ -31,9 +69,8 @@ class RequestContext:
     server_span: Optional[Span] = None
     server_context: Optional[Context] = None
     app_called: bool = False
-    errors_later: Optional[Callable[[Callable[[], Any]], None]] = None
-    """Set once an error event of this request was queued to be built off the request path: queues more
-    work after it (the request's session end)."""
+    errands: Optional[Errands] = None
+    """Error events of this request queued to be built off the request path, once there is one."""
     keep_errors_inline: bool = False
     """Error events of this request are built on the request path (sentry-sdk's own session tracking
     ends its session with the request)."""

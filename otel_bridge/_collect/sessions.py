@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import Callable, Optional
+from typing import Optional
 
 import sentry_sdk
 from sentry_sdk.scope import Scope
@@ -38,12 +38,12 @@ class _RequestSession:
         value: Optional[BaseException],
         traceback: Optional[TracebackType],
     ) -> None:
-        later: Optional[Callable[[Callable[[], object]], None]] = self._request.errors_later
-        if later is None:
+        errands = self._request.errands
+        if errands is None:
             self._isolation.end_session()
         else:
-            # after the request's error events, which were queued on the same worker before this
-            later(self._isolation.end_session)
+            # once the request's error events were captured (each may mark it crashed)
+            errands.then(self._isolation.end_session)
 
 
 def track_request_session(isolation: Scope, request: RequestContext) -> AbstractContextManager[None]:
@@ -51,7 +51,7 @@ def track_request_session(isolation: Scope, request: RequestContext) -> Abstract
 
     Without a ``release`` sentry-sdk discards every session; none is tracked then, which saves the request
     the cost of one. When sentry-sdk's decision cannot be asked, its own ``track_session`` does the work
-    (and errors are then built on the request path: ``request.errors_later`` stays unset).
+    (and errors are then built on the request path: ``request.keep_errors_inline``).
     """
     if not sentry_sdk.get_client().options.get("release"):
         return nullcontext()

@@ -1,8 +1,9 @@
 """One background thread that turns finished traces into events and hands them to sentry-sdk's client.
 
 The request path only enqueues; conversion, scope application, serialization and sending happen here.
-The queue is bounded (a trace that does not fit is counted as ``queue_overflow``); after ``fork`` the child
-starts a fresh thread and queue on first use.
+The queue is bounded: ``max_queued`` traces (one that does not fit is counted as ``queue_overflow``) and,
+apart from them, as many errands (error events to build: work that is run on the caller's thread rather
+than lost when there is no room). After ``fork`` the child starts a fresh thread and queue on first use.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from otel_bridge._deliver.queue import BackgroundQueue
+from otel_bridge._deliver.queue import BackgroundQueue, renew_after_fork
 from otel_bridge._drops import DropCounter, RateLimitedLogger
 
 logger = logging.getLogger("otel_bridge")
@@ -37,6 +38,7 @@ HEAD_START_SECONDS = 0.002
 class _Queued:
     job: Job
     at: float
+    errand: bool
 
 
 class TraceWorker:
@@ -53,10 +55,34 @@ class TraceWorker:
         self._drops = drops
         self._tick = tick
         self._tick_interval = tick_interval
+        self._max_queued = max(1, max_queued)
         self._queue: BackgroundQueue[Union[_Queued, _FlushMarker]] = BackgroundQueue(
-            self._run, name=name, max_items=max_queued
+            self._run, name=name, max_items=2 * self._max_queued
         )
         self._stopped = False
+        self._count_lock = threading.Lock()
+        # queued traces (False) and errands (True), each up to max_queued
+        self._queued = {False: 0, True: 0}
+        renew_after_fork(self)
+
+    def after_fork_in_child(self) -> None:
+        # the queue starts empty in the child
+        self._count_lock = threading.Lock()
+        self._queued = {False: 0, True: 0}
+
+    def _put(self, job: Job, errand: bool) -> bool:
+        with self._count_lock:
+            if self._stopped or self._queued[errand] >= self._max_queued:
+                return False
+            self._queued[errand] += 1
+        if self._queue.put(_Queued(job, time.monotonic(), errand)):
+            return True
+        self._taken(errand)
+        return False
+
+    def _taken(self, errand: bool) -> None:
+        with self._count_lock:
+            self._queued[errand] = max(0, self._queued[errand] - 1)
 
     def on_own_thread(self) -> bool:
         """Whether the caller runs on this worker's thread (where waiting for the worker would deadlock)."""
@@ -68,15 +94,15 @@ class TraceWorker:
     def submit(self, job: Job, category: str = "transaction") -> bool:
         """Queue ``job``; ``False`` (and counted as dropped) when the queue is full or the worker stopped.
         A thread that died is started again here."""
-        if self._stopped or not self._queue.put(_Queued(job, time.monotonic())):
+        if not self._put(job, errand=False):
             self._drops.count("queue_overflow", category)
             return False
         return True
 
     def run_soon(self, job: Job) -> None:
-        """Queue ``job``, or run it at once on the caller's thread when the queue cannot take it (work that
-        must not be lost, such as an error event)."""
-        if self._stopped or not self._queue.put(_Queued(job, time.monotonic())):
+        """Queue the errand ``job`` (room for it is kept apart from the traces'), or run it at once on the
+        caller's thread when there is no room: work that must not be lost (an error event)."""
+        if not self._put(job, errand=True):
             job()
 
     def flush(self, timeout: float) -> bool:
@@ -108,6 +134,7 @@ class TraceWorker:
             if isinstance(item, _FlushMarker):
                 item.done.set()
             elif item is not None:
+                self._taken(item.errand)
                 wait = item.at + HEAD_START_SECONDS - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
