@@ -71,7 +71,7 @@ DEFAULT_VARIANTS = (
     "bridge-deliver-all",
 )
 # the error path: OTel alone, sentry-sdk's middleware (delivering everything) and the bridge
-DEFAULT_ERROR_VARIANTS = ("otel", "sentry-deliver-all", "bridge")
+DEFAULT_ERROR_VARIANTS = ("otel", "sentry-deliver-all", "bridge", "bridge-deliver-all")
 WHERE = {"normal": report.IN_PROCESS, "error": report.IN_PROCESS_ERROR}
 COLUMNS = (
     "path_median",

@@ -364,11 +364,11 @@ TARGETS: tuple[Target, ...] = (
     Target("bridge", "otel", "path_median", "<=", 1.3, issue=15),
     # issue 15, the error path (the server's log line included): CPU per failing request, its latency on
     # the request path, and no event built only to be dropped as a duplicate
-    Target("bridge", "sentry-deliver-all", "cpu_per_request", "<=", 0.66, IN_PROCESS_ERROR, ALL_ERRORS, 15),
+    Target(BRIDGE, "sentry-deliver-all", "cpu_per_request", "<=", 0.66, IN_PROCESS_ERROR, ALL_ERRORS, 15),
     Target("bridge", "otel", "path_median", "<=", 1.3, IN_PROCESS_ERROR_PACED, issue=15),
     Target("bridge", "otel", "path_median", "<=", 1.3, IN_PROCESS_ERROR, issue=15),
     Target("bridge", None, "discarded_events", "<=", 0.0, IN_PROCESS_ERROR, issue=15),
-    Target("bridge", "sentry-deliver-all", "cpu_per_request", "<=", 0.66, UVICORN_ERROR, ALL_ERRORS, 15),
+    Target(BRIDGE, "sentry-deliver-all", "cpu_per_request", "<=", 0.66, UVICORN_ERROR, ALL_ERRORS, 15),
     Target("bridge", "sentry", "rps", ">=", 1.5, UVICORN_ERROR, issue=15),
     Target("bridge", None, "discarded_events", "<=", 0.0, UVICORN_ERROR, issue=15),
     # issue 15: memory stays bounded, Sentry up or down

@@ -96,6 +96,33 @@ def test_a_job_waits_for_its_request_to_finish_unless_it_waited_in_the_queue_alr
     assert backlog[-1] - backlog[0] < HEAD_START_SECONDS * 4
 
 
+def test_an_item_displaces_as_many_of_the_newest_displaceable_items_as_it_needs_room_for() -> None:
+    consumer = Consumer(max_items=4, max_bytes=100)
+    release = threading.Event()
+    assert consumer.queue.put(release.wait)
+    assert eventually(consumer.queue.empty)
+    for item in (("tx-old", 30), ("error", 10), ("tx-1", 25), ("tx-2", 25)):
+        assert consumer.queue.put(item, item[1])
+
+    def displaceable(item: Any) -> bool:
+        return isinstance(item, tuple) and item[0].startswith("tx")
+
+    def size_of(item: Any) -> int:
+        return int(item[1])
+
+    # 90 bytes queued: 40 more need the two newest transactions out, not the error nor the oldest
+    queued, displaced = consumer.queue.put_displacing(("big error", 40), 40, displaceable, size_of)
+    assert queued and displaced == [("tx-2", 25), ("tx-1", 25)]
+    assert consumer.queue.queued_bytes == 80
+    # nothing displaceable is left that would make room
+    assert consumer.queue.put_displacing(("huge", 90), 90, displaceable, size_of) == (False, [])
+    release.set()
+    assert consumer.queue.wait_until_idle(5)
+    assert consumer.seen[1:] == [("tx-old", 30), ("error", 10), ("big error", 40)]
+    assert consumer.queue.queued_bytes == 0
+    consumer.queue.close()
+
+
 def test_the_queue_is_bounded_in_bytes_and_items_taken_back_count_against_it() -> None:
     consumer = Consumer(max_items=3, max_bytes=100)
     blocked = threading.Event()

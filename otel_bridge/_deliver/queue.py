@@ -124,14 +124,48 @@ class BackgroundQueue(Generic[T]):
     def put(self, item: T, size: int = 0) -> bool:
         """Queue ``item`` (of ``size`` bytes); ``False`` when it does not fit or the queue is closed."""
         with self._lock:
-            if (
-                self._closed
-                or len(self._items) + self.parked >= self.max_items
-                or (size and self.max_bytes is not None and self._bytes + size > self.max_bytes)
-            ):
+            if self._closed or not self._room_for(size):
                 return False
             self._append(item, size)
             return True
+
+    def put_displacing(
+        self, item: T, size: int, displaceable: Callable[[T], bool], size_of: Callable[[T], int]
+    ) -> tuple[bool, list[T]]:
+        """Queue ``item`` (of ``size`` bytes), taking out as many of the newest ``displaceable`` items queued
+        as it takes to make room; ``(False, [])`` when even that would not. The caller finishes what was
+        taken out (it counts as dropped)."""
+        with self._lock:
+            if self._closed:
+                return False, []
+            fits = self._room_for(size)
+            if fits:
+                self._append(item, size)
+                return True, []
+            chosen: list[int] = []
+            freed_items = freed_bytes = 0
+            for index in range(len(self._items) - 1, -1, -1):
+                if not displaceable(self._items[index]):
+                    continue
+                chosen.append(index)
+                freed_items += 1
+                freed_bytes += size_of(self._items[index])
+                if self._room_for(size, freed_items, freed_bytes):
+                    break
+            else:
+                return False, []
+            taken = [self._items[index] for index in chosen]
+            for index in chosen:  # from the back: the earlier indexes stay valid
+                del self._items[index]
+            self._unfinished -= freed_items
+            self._bytes = max(0, self._bytes - freed_bytes)
+            self._append(item, size)
+            return True, taken
+
+    def _room_for(self, size: int, freed_items: int = 0, freed_bytes: int = 0) -> bool:
+        return len(self._items) - freed_items + self.parked < self.max_items and not (
+            size and self.max_bytes is not None and self._bytes - freed_bytes + size > self.max_bytes
+        )
 
     def put_unbounded(self, item: T) -> None:
         """Queue a control item (a flush marker) whatever the bound."""

@@ -64,6 +64,10 @@ class SendHooks(Protocol):
 
     def _flush_client_reports(self, force: bool = False) -> None: ...
 
+    def on_dropped_event(self, reason: str) -> None: ...
+
+    def record_lost_event(self, reason: str, data_category: Any = None, item: Any = None) -> None: ...
+
 
 class CountedWork(Worker):
     """A sentry-sdk worker over a ``BackgroundQueue`` that counts its unfinished jobs."""
@@ -140,6 +144,18 @@ def _is_envelope(job: Union[Job, Envelope]) -> bool:
     return isinstance(job, Envelope)
 
 
+def _carries_error(envelope: Envelope) -> bool:
+    return any(item.type == "event" for item in envelope.items)
+
+
+def _only_transactions(job: Union[Job, Envelope]) -> bool:
+    return isinstance(job, Envelope) and all(item.type == "transaction" for item in job.items)
+
+
+def _queued_size(job: Union[Job, Envelope]) -> int:
+    return envelope_size(job) if isinstance(job, Envelope) else 0
+
+
 class SocketSender(CountedWork):
     def __init__(
         self,
@@ -187,7 +203,28 @@ class SocketSender(CountedWork):
         return self._queue.put(callback)
 
     def submit_envelope(self, envelope: Envelope) -> bool:
-        return self._queue.put(envelope, envelope_size(envelope))
+        """Queue ``envelope``; ``False`` when there is no room. An error event finds room by taking out the
+        newest queued envelopes of transactions (counted as ``queue_overflow``): under a burst the errors
+        go, the transactions of the same moment are what is lost."""
+        size = envelope_size(envelope)
+        if self._queue.put(envelope, size):
+            return True
+        if not _carries_error(envelope):
+            return False
+        queued, displaced = self._queue.put_displacing(envelope, size, _only_transactions, _queued_size)
+        for other in displaced:
+            if isinstance(other, Envelope):
+                self._overflowed(other)
+        return queued
+
+    def _overflowed(self, envelope: Envelope) -> None:
+        """Counted as the transport counts an envelope its full queue refuses."""
+        try:
+            self._hooks.on_dropped_event("full_queue")
+            for item in envelope.items:
+                self._hooks.record_lost_event("queue_overflow", item=item)
+        except Exception:
+            _unexpected.warning("otel_bridge could not count a dropped envelope", exc_info=True)
 
     def _run(self) -> None:
         self._begin()

@@ -1,0 +1,61 @@
+"""A full send queue makes room for an error event by dropping the newest queued transaction: under a burst
+the errors go out, and what is lost (counted in client reports) is transactions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import sentry_sdk
+
+from otel_bridge.transport import ConcurrentHttpTransport
+from tests.receiver import EnvelopeReceiver
+from tests.relay import assert_relay_valid
+from tests.test_transport import client_for, discarded, request_count
+
+
+def transaction(name: str) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "type": "transaction",
+        "transaction": name,
+        "start_timestamp": now - 0.01,
+        "timestamp": now,
+        "contexts": {"trace": {"trace_id": uuid.uuid4().hex, "span_id": uuid.uuid4().hex[:16], "op": "http"}},
+        "spans": [],
+    }
+
+
+def test_an_error_takes_the_place_of_the_newest_queued_transaction(receiver: EnvelopeReceiver) -> None:
+    receiver.respond_with(delay=1.0)
+    one_at_a_time = ConcurrentHttpTransport.with_max_connections(1)
+    with client_for(receiver, transport=one_at_a_time, transport_queue_size=3) as client:
+        sentry_sdk.capture_event(transaction("in flight"))
+        assert receiver.wait_for(lambda r: request_count(r) >= 1, timeout=5)
+        for name in ("queued 1", "queued 2", "queued 3", "refused"):
+            sentry_sdk.capture_event(transaction(name))
+        sentry_sdk.capture_message("the checkout failed", level="error")
+        receiver.respond_with()
+        client.flush(timeout=10)
+    [error] = receiver.events()
+    assert error["message"] == "the checkout failed"
+    assert_relay_valid(error)
+    assert sorted(t["transaction"] for t in receiver.transactions()) == ["in flight", "queued 1", "queued 2"]
+    # "refused" found no room; "queued 3", the newest queued, made room for the error
+    assert discarded(receiver)[("queue_overflow", "transaction")] == 2
+
+
+def test_with_only_errors_queued_an_error_is_refused_and_counted(receiver: EnvelopeReceiver) -> None:
+    receiver.respond_with(delay=1.0)
+    one_at_a_time = ConcurrentHttpTransport.with_max_connections(1)
+    with client_for(receiver, transport=one_at_a_time, transport_queue_size=2) as client:
+        sentry_sdk.capture_message("in flight", level="error")
+        assert receiver.wait_for(lambda r: request_count(r) >= 1, timeout=5)
+        for number in range(3):
+            sentry_sdk.capture_message(f"queued {number}", level="error")
+        receiver.respond_with()
+        client.flush(timeout=10)
+    assert sorted(e["message"] for e in receiver.events()) == ["in flight", "queued 0", "queued 1"]
+    assert discarded(receiver)[("queue_overflow", "error")] == 1
+    assert discarded(receiver)[("queue_overflow", "transaction")] == 0
