@@ -27,7 +27,7 @@ def transaction(name: str) -> dict[str, Any]:
     }
 
 
-def test_an_error_takes_the_place_of_the_newest_queued_transaction(receiver: EnvelopeReceiver) -> None:
+def test_error_events_are_not_held_to_the_queue_size_transactions_are(receiver: EnvelopeReceiver) -> None:
     receiver.respond_with(delay=1.0)
     one_at_a_time = ConcurrentHttpTransport.with_max_connections(1)
     with client_for(receiver, transport=one_at_a_time, transport_queue_size=3) as client:
@@ -35,27 +35,42 @@ def test_an_error_takes_the_place_of_the_newest_queued_transaction(receiver: Env
         assert receiver.wait_for(lambda r: request_count(r) >= 1, timeout=5)
         for name in ("queued 1", "queued 2", "queued 3", "refused"):
             sentry_sdk.capture_event(transaction(name))
+        for number in range(3):
+            sentry_sdk.capture_message(f"failure {number}", level="error")
+        receiver.respond_with()
+        client.flush(timeout=10)
+    assert sorted(e["message"] for e in receiver.events()) == ["failure 0", "failure 1", "failure 2"]
+    assert_relay_valid(receiver.events()[0])
+    assert sorted(t["transaction"] for t in receiver.transactions()) == [
+        "in flight",
+        "queued 1",
+        "queued 2",
+        "queued 3",
+    ]
+    assert discarded(receiver)[("queue_overflow", "transaction")] == 1
+    assert discarded(receiver)[("queue_overflow", "error")] == 0
+
+
+def test_with_its_bytes_used_up_an_error_takes_the_place_of_the_newest_transaction(
+    receiver: EnvelopeReceiver,
+) -> None:
+    receiver.respond_with(delay=1.0)
+    small = ConcurrentHttpTransport.with_max_connections(1).with_max_queue_bytes(6000)
+    with client_for(receiver, transport=small, transport_queue_size=100) as client:
+        sentry_sdk.capture_event(transaction("in flight"))
+        assert receiver.wait_for(lambda r: request_count(r) >= 1, timeout=5)
+        names = [f"queued {number}" for number in range(6)]
+        for name in names:
+            sentry_sdk.capture_event(transaction(name))
         sentry_sdk.capture_message("the checkout failed", level="error")
         receiver.respond_with()
         client.flush(timeout=10)
     [error] = receiver.events()
     assert error["message"] == "the checkout failed"
-    assert_relay_valid(error)
-    assert sorted(t["transaction"] for t in receiver.transactions()) == ["in flight", "queued 1", "queued 2"]
-    # "refused" found no room; "queued 3", the newest queued, made room for the error
-    assert discarded(receiver)[("queue_overflow", "transaction")] == 2
-
-
-def test_with_only_errors_queued_an_error_is_refused_and_counted(receiver: EnvelopeReceiver) -> None:
-    receiver.respond_with(delay=1.0)
-    one_at_a_time = ConcurrentHttpTransport.with_max_connections(1)
-    with client_for(receiver, transport=one_at_a_time, transport_queue_size=2) as client:
-        sentry_sdk.capture_message("in flight", level="error")
-        assert receiver.wait_for(lambda r: request_count(r) >= 1, timeout=5)
-        for number in range(3):
-            sentry_sdk.capture_message(f"queued {number}", level="error")
-        receiver.respond_with()
-        client.flush(timeout=10)
-    assert sorted(e["message"] for e in receiver.events()) == ["in flight", "queued 0", "queued 1"]
-    assert discarded(receiver)[("queue_overflow", "error")] == 1
-    assert discarded(receiver)[("queue_overflow", "transaction")] == 0
+    delivered = {t["transaction"] for t in receiver.transactions()}
+    queued = [name for name in names if name in delivered]
+    # the transactions that made way are the newest that were queued
+    assert queued == names[: len(queued)] and "in flight" in delivered
+    refused_or_displaced = discarded(receiver)[("queue_overflow", "transaction")]
+    assert refused_or_displaced == len(names) - len(queued) and refused_or_displaced >= 1
+    assert discarded(receiver)[("queue_overflow", "error")] == 0

@@ -85,10 +85,13 @@ class BackgroundQueue(Generic[T]):
         max_items: int,
         max_bytes: Optional[int] = None,
         max_threads: int = 1,
+        bytes_bound_only: Optional[Callable[[T], bool]] = None,
     ) -> None:
         self._consume = consume
         self.name = name
         self.max_items = max(1, max_items)
+        # items held to max_bytes only: they neither use nor need room of max_items
+        self._bytes_bound_only = bytes_bound_only
         self.max_bytes = max_bytes
         self.max_threads = max(1, max_threads)
         self._closed = False
@@ -103,6 +106,7 @@ class BackgroundQueue(Generic[T]):
         self._has_work = threading.Condition(self._lock)
         self._all_done = threading.Condition(self._lock)
         self._items: deque[T] = deque()
+        self._outside_items = 0
         self._unfinished = 0
         self._bytes = 0
         self.parked = 0
@@ -124,10 +128,18 @@ class BackgroundQueue(Generic[T]):
     def put(self, item: T, size: int = 0) -> bool:
         """Queue ``item`` (of ``size`` bytes); ``False`` when it does not fit or the queue is closed."""
         with self._lock:
-            if self._closed or not self._room_for(size):
+            if self._closed or not self._room_for(size, counted=not self._is_outside(item)):
                 return False
             self._append(item, size)
             return True
+
+    def _is_outside(self, item: T) -> bool:
+        return self._bytes_bound_only is not None and self._bytes_bound_only(item)
+
+    def _removed(self, item: T) -> T:
+        if self._is_outside(item):
+            self._outside_items -= 1
+        return item
 
     def put_displacing(
         self, item: T, size: int, displaceable: Callable[[T], bool], size_of: Callable[[T], int]
@@ -138,8 +150,8 @@ class BackgroundQueue(Generic[T]):
         with self._lock:
             if self._closed:
                 return False, []
-            fits = self._room_for(size)
-            if fits:
+            counted = not self._is_outside(item)
+            if self._room_for(size, counted=counted):
                 self._append(item, size)
                 return True, []
             chosen: list[int] = []
@@ -150,11 +162,11 @@ class BackgroundQueue(Generic[T]):
                 chosen.append(index)
                 freed_items += 1
                 freed_bytes += size_of(self._items[index])
-                if self._room_for(size, freed_items, freed_bytes):
+                if self._room_for(size, freed_items, freed_bytes, counted=counted):
                     break
             else:
                 return False, []
-            taken = [self._items[index] for index in chosen]
+            taken = [self._removed(self._items[index]) for index in chosen]
             for index in chosen:  # from the back: the earlier indexes stay valid
                 del self._items[index]
             self._unfinished -= freed_items
@@ -162,10 +174,11 @@ class BackgroundQueue(Generic[T]):
             self._append(item, size)
             return True, taken
 
-    def _room_for(self, size: int, freed_items: int = 0, freed_bytes: int = 0) -> bool:
-        return len(self._items) - freed_items + self.parked < self.max_items and not (
-            size and self.max_bytes is not None and self._bytes - freed_bytes + size > self.max_bytes
-        )
+    def _room_for(self, size: int, freed_items: int = 0, freed_bytes: int = 0, counted: bool = True) -> bool:
+        if size and self.max_bytes is not None and self._bytes - freed_bytes + size > self.max_bytes:
+            return False
+        held = len(self._items) - self._outside_items - freed_items + self.parked
+        return not counted or held < self.max_items
 
     def put_unbounded(self, item: T) -> None:
         """Queue a control item (a flush marker) whatever the bound."""
@@ -173,6 +186,8 @@ class BackgroundQueue(Generic[T]):
             self._append(item, 0)
 
     def _append(self, item: T, size: int) -> None:
+        if self._is_outside(item):
+            self._outside_items += 1
         self._items.append(item)
         self._unfinished += 1
         self._bytes += size
@@ -261,7 +276,7 @@ class BackgroundQueue(Generic[T]):
         return not self._items
 
     def full(self) -> bool:
-        return len(self._items) + self.parked >= self.max_items
+        return len(self._items) - self._outside_items + self.parked >= self.max_items
 
     @property
     def queued_bytes(self) -> int:
@@ -296,7 +311,7 @@ class BackgroundQueue(Generic[T]):
                         self._has_work.wait(remaining)
                 finally:
                     self._waiting -= 1
-            return self._items.popleft() if self._items else None
+            return self._removed(self._items.popleft()) if self._items else None
 
     def take(self, room: int, uses_room: Callable[[T], bool]) -> list[T]:
         """Without waiting, the items at the head of the queue while ``room`` lasts: each item for which
@@ -304,7 +319,7 @@ class BackgroundQueue(Generic[T]):
         with self._lock:
             taken = []
             while self._items and (room > 0 or not uses_room(self._items[0])):
-                item = self._items.popleft()
+                item = self._removed(self._items.popleft())
                 if uses_room(item):
                     room -= 1
                 taken.append(item)

@@ -3,9 +3,10 @@
 It takes the place of sentry-sdk's transport worker when envelopes go straight to Sentry (no proxy).
 Jobs are either envelopes, prepared and answered through the transport's own hooks (rate limits, client
 reports, 413s: sentry-sdk's code), or plain callables run in turn. The queue (``queue.BackgroundQueue``)
-is bounded in envelopes and bytes; ``flush`` waits for every queued envelope's answer. The thread waits on
-its selector: for a socket, the next timeout or retry, or the queue's wake socket, never on a timer of its
-own. After ``fork`` the child starts with an empty queue, no connections and a new thread on its first job.
+is bounded in envelopes and bytes (error events in bytes only); ``flush`` waits for every queued
+envelope's answer. The thread waits on its selector: for a socket, the next timeout or retry, or the
+queue's wake socket, never on a timer of its own. After ``fork`` the child starts with an empty queue, no
+connections and a new thread on its first job.
 """
 
 from __future__ import annotations
@@ -144,8 +145,8 @@ def _is_envelope(job: Union[Job, Envelope]) -> bool:
     return isinstance(job, Envelope)
 
 
-def _carries_error(envelope: Envelope) -> bool:
-    return any(item.type == "event" for item in envelope.items)
+def _carries_error(job: Union[Job, Envelope]) -> bool:
+    return isinstance(job, Envelope) and any(item.type == "event" for item in job.items)
 
 
 def _only_transactions(job: Union[Job, Envelope]) -> bool:
@@ -176,7 +177,11 @@ class SocketSender(CountedWork):
         self.max_connections = max(1, max_connections)
         self._timeout = timeout
         self._queue: BackgroundQueue[Union[Job, Envelope]] = BackgroundQueue(
-            self._run, name=name, max_items=self.queue_size, max_bytes=self.max_queue_bytes
+            self._run,
+            name=name,
+            max_items=self.queue_size,
+            max_bytes=self.max_queue_bytes,
+            bytes_bound_only=_carries_error,
         )
         self._reset()
         renew_after_fork(self)
@@ -203,7 +208,8 @@ class SocketSender(CountedWork):
         return self._queue.put(callback)
 
     def submit_envelope(self, envelope: Envelope) -> bool:
-        """Queue ``envelope``; ``False`` when there is no room. An error event finds room by taking out the
+        """Queue ``envelope``; ``False`` when there is no room. Error events are held to the byte bound only,
+        not to ``queue_size``, and where even the bytes are used up an error finds room by taking out the
         newest queued envelopes of transactions (counted as ``queue_overflow``): under a burst the errors
         go, the transactions of the same moment are what is lost."""
         size = envelope_size(envelope)
