@@ -4,6 +4,7 @@ answered first, and the event, built later on the bridge's worker, is the one it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -155,31 +156,39 @@ def test_an_error_before_send_drops_leaves_the_session_exited_as_sentry_sdk_does
     assert session_counts(receiver) == {"exited": 2}
 
 
-def test_an_error_is_built_on_the_request_path_when_the_worker_queue_is_full(
-    start_traced: StartTraced, receiver: EnvelopeReceiver, builders: list[str]
-) -> None:
+@contextlib.contextmanager
+def busy_worker(receiver: EnvelopeReceiver, max_queued: int) -> Iterator[tuple[TracerProvider, Any]]:
+    """A processor of at most ``max_queued`` traces (and as many errands) whose worker is busy until the
+    block ends: what the requests queue meanwhile waits."""
     sentry_sdk.init(
         dsn=receiver.dsn, instrumenter="otel", release="shop@1.0", auto_enabling_integrations=False
     )
     provider = TracerProvider()
-    processor = SentrySpanProcessor(max_queued_traces=1)
+    processor = SentrySpanProcessor(max_queued_traces=max_queued)
     provider.add_span_processor(processor)
+    release, busy = threading.Event(), threading.Event()
     try:
-        release, busy = threading.Event(), threading.Event()
         processor._worker.submit(lambda: (busy.set(), release.wait(10)))
         assert busy.wait(5)
+        yield provider, processor
+    finally:
+        release.set()
+        sentry_sdk.flush(timeout=5)
+        provider.shutdown()
+
+
+def test_an_error_is_built_on_the_request_path_when_the_worker_queue_is_full(
+    start_traced: StartTraced, receiver: EnvelopeReceiver, builders: list[str]
+) -> None:
+    with busy_worker(receiver, max_queued=1) as (provider, processor):
         # the queue is now full: its trace and its errand
         assert processor._worker.submit(lambda: None)
         processor._worker.run_soon(lambda: None)
         assert get(shop(provider), "/fail") == [500]
         assert builders == [threading.current_thread().name]
-        release.set()
-        sentry_sdk.flush(timeout=5)
-        [error] = receiver.events()
-        assert_relay_valid(error)
-        assert session_counts(receiver) == {"crashed": 1}
-    finally:
-        provider.shutdown()
+    [error] = receiver.events()
+    assert_relay_valid(error)
+    assert session_counts(receiver) == {"crashed": 1}
 
 
 def test_without_sentry_sdk_s_session_decision_the_event_is_built_on_the_request_path(
@@ -211,23 +220,10 @@ def test_without_sentry_sdk_s_session_decision_the_event_is_built_on_the_request
 def test_queued_error_events_leave_the_traces_their_room(
     start_traced: StartTraced, receiver: EnvelopeReceiver
 ) -> None:
-    sentry_sdk.init(
-        dsn=receiver.dsn, instrumenter="otel", release="shop@1.0", auto_enabling_integrations=False
-    )
-    provider = TracerProvider()
-    processor = SentrySpanProcessor(max_queued_traces=3)
-    provider.add_span_processor(processor)
-    try:
-        release, busy = threading.Event(), threading.Event()
-        processor._worker.submit(lambda: (busy.set(), release.wait(10)))
-        assert busy.wait(5)
-        # each failing request queues its error event and its session's end besides its trace
+    with busy_worker(receiver, max_queued=3) as (provider, processor):
+        # each failing request queues its error event besides its trace
         assert get(shop(provider), "/fail", "/fail", "/fail") == [500, 500, 500]
-        release.set()
-        sentry_sdk.flush(timeout=5)
-        assert processor.drops.totals() == {}
-        assert len(receiver.transactions()) == 3
-        assert len(receiver.events()) == 3
-        assert session_counts(receiver) == {"crashed": 3}
-    finally:
-        provider.shutdown()
+    assert processor.drops.totals() == {}
+    assert len(receiver.transactions()) == 3
+    assert len(receiver.events()) == 3
+    assert session_counts(receiver) == {"crashed": 3}
