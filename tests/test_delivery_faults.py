@@ -21,7 +21,14 @@ from otel_bridge._drops import lost
 from otel_bridge.transport import ConcurrentHttpTransport
 from tests.receiver import EnvelopeReceiver
 from tests.servers import run_app
-from tests.test_transport import accepted_discards, client_for, request_count, sender_of, transport_of
+from tests.test_transport import (
+    accepted_discards,
+    client_for,
+    request_count,
+    sender_of,
+    transaction,
+    transport_of,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -167,12 +174,12 @@ def test_queue_overflow_is_summarised_in_one_log_line(
         ) as client,
     ):
         for number in range(50):
-            sentry_sdk.capture_message(f"message {number}")
+            sentry_sdk.capture_event(transaction(f"request {number}"))
         receiver.respond_with()
         client.flush(timeout=10)
     summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("otel_bridge dropped")]
     assert len(summaries) == 1, summaries
-    assert "error (queue_overflow)" in summaries[0]
+    assert "(queue_overflow)" in summaries[0]
 
 
 def test_the_queue_is_bounded_in_bytes(receiver: EnvelopeReceiver) -> None:

@@ -1,34 +1,19 @@
-"""A full send queue makes room for an error event by dropping the newest queued transaction: under a burst
-the errors go out, and what is lost (counted in client reports) is transactions."""
+"""Error events are held to the send queue's bytes only, not its size, and with the bytes used up one takes
+the place of the newest queued transactions: under a burst the errors go out, and what is lost (counted in
+client reports) is transactions."""
 
 from __future__ import annotations
-
-import time
-import uuid
-from typing import Any
 
 import sentry_sdk
 
 from otel_bridge.transport import ConcurrentHttpTransport
 from tests.receiver import EnvelopeReceiver
 from tests.relay import assert_relay_valid
-from tests.test_transport import client_for, discarded, request_count
-
-
-def transaction(name: str) -> dict[str, Any]:
-    now = time.time()
-    return {
-        "type": "transaction",
-        "transaction": name,
-        "start_timestamp": now - 0.01,
-        "timestamp": now,
-        "contexts": {"trace": {"trace_id": uuid.uuid4().hex, "span_id": uuid.uuid4().hex[:16], "op": "http"}},
-        "spans": [],
-    }
+from tests.test_transport import client_for, discarded, request_count, transaction
 
 
 def test_error_events_are_not_held_to_the_queue_size_transactions_are(receiver: EnvelopeReceiver) -> None:
-    receiver.respond_with(delay=1.0)
+    receiver.respond_with(delay=3.0)
     one_at_a_time = ConcurrentHttpTransport.with_max_connections(1)
     with client_for(receiver, transport=one_at_a_time, transport_queue_size=3) as client:
         sentry_sdk.capture_event(transaction("in flight"))
@@ -54,7 +39,7 @@ def test_error_events_are_not_held_to_the_queue_size_transactions_are(receiver: 
 def test_with_its_bytes_used_up_an_error_takes_the_place_of_the_newest_transaction(
     receiver: EnvelopeReceiver,
 ) -> None:
-    receiver.respond_with(delay=1.0)
+    receiver.respond_with(delay=3.0)
     small = ConcurrentHttpTransport.with_max_connections(1).with_max_queue_bytes(6000)
     with client_for(receiver, transport=small, transport_queue_size=100) as client:
         sentry_sdk.capture_event(transaction("in flight"))

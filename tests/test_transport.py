@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,6 +114,19 @@ def test_connections_keep_tcp_nodelay(receiver: EnvelopeReceiver, options: dict[
         assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
+def transaction(name: str) -> dict[str, Any]:
+    """A minimal transaction event, as sentry_sdk.capture_event takes it."""
+    now = time.time()
+    return {
+        "type": "transaction",
+        "transaction": name,
+        "start_timestamp": now - 0.01,
+        "timestamp": now,
+        "contexts": {"trace": {"trace_id": uuid.uuid4().hex, "span_id": uuid.uuid4().hex[:16], "op": "http"}},
+        "spans": [],
+    }
+
+
 def test_queue_is_bounded_and_overflow_is_reported_once_the_endpoint_is_back(
     receiver: EnvelopeReceiver,
 ) -> None:
@@ -122,18 +136,22 @@ def test_queue_is_bounded_and_overflow_is_reported_once_the_endpoint_is_back(
         receiver, transport=ConcurrentHttpTransport.with_max_connections(threads), transport_queue_size=bound
     ) as client:
         for number in range(threads):
-            sentry_sdk.capture_message(f"message {number}")
+            sentry_sdk.capture_event(transaction(f"request {number}"))
         # every connection now waits for its answer
         assert receiver.wait_for(lambda r: request_count(r) >= threads, timeout=5)
         for number in range(threads, captured):
-            sentry_sdk.capture_message(f"message {number}")
+            sentry_sdk.capture_event(transaction(f"request {number}"))
         assert sender_of(client).pending() == threads + bound
         receiver.respond_with()
 
         client.flush(timeout=15)
 
-        assert len(receiver.events()) == threads + bound
-        assert discarded(receiver) == {("queue_overflow", "error"): captured - threads - bound}
+        assert len(receiver.transactions()) == threads + bound
+        lost = captured - threads - bound
+        assert discarded(receiver) == {
+            ("queue_overflow", "transaction"): lost,
+            ("queue_overflow", "span"): lost,
+        }
         assert receiver.connections_accepted == threads
 
 
