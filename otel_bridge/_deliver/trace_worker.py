@@ -142,7 +142,7 @@ class TraceWorker:
                     item.job()
                 except Exception:
                     # a bug that repeats for every trace: counted each time, logged once a minute
-                    self._drops.count("internal_sdk_error", "transaction")
+                    self._drops.count("internal_sdk_error", "error" if item.errand else "transaction")
                     _failures.warning("otel_bridge could not turn a trace into Sentry events", exc_info=True)
             if item is not None:
                 self._queue.done()
