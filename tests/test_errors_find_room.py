@@ -36,26 +36,29 @@ def test_error_events_are_not_held_to_the_queue_size_transactions_are(receiver: 
     assert discarded(receiver)[("queue_overflow", "error")] == 0
 
 
+def kilobytes(count: int) -> dict[str, list[str]]:
+    """A databag of about ``count`` KB that sentry-sdk keeps whole (nothing over its limits)."""
+    return {f"part {number}": ["x" * 100] * 10 for number in range(count)}
+
+
 def test_with_its_bytes_used_up_an_error_takes_the_place_of_the_newest_transactions(
     receiver: EnvelopeReceiver,
 ) -> None:
     receiver.respond_with(delay=3.0)
-    small = ConcurrentHttpTransport.with_max_connections(1).with_max_queue_bytes(6000)
-    # without the default integrations the error's envelope is a couple of KB whatever is installed (the
-    # modules integration lists every installed package)
-    with client_for(
-        receiver, transport=small, transport_queue_size=100, default_integrations=False
-    ) as client:
+    # room for about a dozen transactions of 5 KB
+    small = ConcurrentHttpTransport.with_max_connections(1).with_max_queue_bytes(60_000)
+    with client_for(receiver, transport=small, transport_queue_size=100) as client:
         sender = sender_of(client)
         sentry_sdk.capture_event(transaction("in flight"))
         assert receiver.wait_for(lambda r: request_count(r) >= 1, timeout=5)
         names = [f"queued {number}" for number in range(20)]
         for name in names:
-            sentry_sdk.capture_event(transaction(name))
+            sentry_sdk.capture_event({**transaction(name), "extra": kilobytes(5)})
         # the bytes are used up: the first of them are queued, the others refused
         queued = sender.pending() - 1
         assert 0 < queued < len(names)
-        sentry_sdk.capture_message("the checkout failed", level="error")
+        # larger than what the transactions left free
+        sentry_sdk.capture_event({"message": "the checkout failed", "level": "error", "extra": kilobytes(10)})
         displaced = queued + 1 - (sender.pending() - 1)
         assert displaced >= 1
         receiver.respond_with()
