@@ -73,6 +73,15 @@ DEFAULT_VARIANTS = (
 # the error path: OTel alone, sentry-sdk's middleware (delivering everything) and the bridge
 DEFAULT_ERROR_VARIANTS = ("otel", "sentry-deliver-all", "bridge", "bridge-deliver-all")
 WHERE = {"normal": report.IN_PROCESS, "error": report.IN_PROCESS_ERROR}
+# what an option left out is: with --quick, without
+SIZES = {
+    "requests": (500, 5000),
+    "rounds": (1, 3),
+    "warmup": (50, 500),
+    "error_requests": (300, 2000),
+    "paced_requests": (500, 2500),
+    "error_paced_requests": (150, 500),
+}
 COLUMNS = (
     "path_median",
     "path_mean",
@@ -512,18 +521,9 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--project", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.requests is None:
-        args.requests = 500 if args.quick else 5000
-    if args.rounds is None:
-        args.rounds = 1 if args.quick else 3
-    if args.warmup is None:
-        args.warmup = 50 if args.quick else 500
-    if args.error_requests is None:
-        args.error_requests = 300 if args.quick else 2000
-    if args.paced_requests is None:
-        args.paced_requests = 500 if args.quick else 2500
-    if args.error_paced_requests is None:
-        args.error_paced_requests = 150 if args.quick else 500
+    for name, (quick, full) in SIZES.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     if min(args.requests, args.error_requests, args.rounds) <= 0:
         parser.error("--requests, --error-requests and --rounds must be above 0")
     paced = (args.paced_rate, args.paced_requests, args.error_paced_rate, args.error_paced_requests)
