@@ -39,6 +39,14 @@ WRK_INSTALL_HINT = "apt-get install -y wrk"
 # ------------------------------------------------------------------------------------------ processes
 
 
+def fill_in_sizes(args: Any, sizes: dict[str, tuple[float, float]]) -> None:
+    """Each option in ``sizes`` the command line left out (``None``): its first value with ``--quick``, else
+    its second, of the second's type."""
+    for name, (quick, full) in sizes.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, type(full)(quick if args.quick else full))
+
+
 def child_environment() -> dict[str, str]:
     """Ours, without ``SENTRY_*``/``OTEL_*`` settings that would change what a variant does."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SENTRY_", "OTEL_"))}

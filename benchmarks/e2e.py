@@ -186,17 +186,17 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round x 1 s")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/*.json")
     args = parser.parse_args(argv)
-    defaults: dict[str, tuple[float, float]] = {
-        "rounds": (1, 3),
-        "duration": (1.0, 5.0),
-        "warmup": (200, 1000),
-        "drain": (10.0, 30.0),
-        "quiet": (0.5, 1.0),
-        "warmup_bound": (1.0, 2.0),
-    }
-    for name, (small, full) in defaults.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, type(full)(small if args.quick else full))
+    benchlib.fill_in_sizes(
+        args,
+        {
+            "rounds": (1, 3),
+            "duration": (1.0, 5.0),
+            "warmup": (200, 1000),
+            "drain": (10.0, 30.0),
+            "quiet": (0.5, 1.0),
+            "warmup_bound": (1.0, 2.0),
+        },
+    )
     if args.rounds <= 0 or args.duration <= 0 or args.warmup < 0 or args.connections <= 0:
         parser.error("--rounds, --duration and --connections must be above 0, --warmup 0 or more")
     try:

@@ -74,7 +74,7 @@ DEFAULT_VARIANTS = (
 DEFAULT_ERROR_VARIANTS = ("otel", "sentry-deliver-all", "bridge", "bridge-deliver-all")
 WHERE = {"normal": report.IN_PROCESS, "error": report.IN_PROCESS_ERROR}
 # what an option left out is: with --quick, without
-SIZES = {
+SIZES: dict[str, tuple[float, float]] = {
     "requests": (500, 5000),
     "rounds": (1, 3),
     "warmup": (50, 500),
@@ -521,9 +521,7 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--project", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name, (quick, full) in SIZES.items():
-        if getattr(args, name) is None:
-            setattr(args, name, quick if args.quick else full)
+    benchlib.fill_in_sizes(args, SIZES)
     if min(args.requests, args.error_requests, args.rounds) <= 0:
         parser.error("--requests, --error-requests and --rounds must be above 0")
     paced = (args.paced_rate, args.paced_requests, args.error_paced_rate, args.error_paced_requests)
