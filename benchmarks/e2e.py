@@ -214,22 +214,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runs: list[dict[str, Any]] = []
     project = 2000
     with benchlib.running_endpoint() as endpoint:
-        for round_number in range(1, args.rounds + 1):
-            for scenario in args.scenario_list:
-                for variant in report.rotation(args.variant_list, round_number):
-                    project += 1
-                    result = measure(variant, scenario, endpoint, project, args)
-                    result["round"] = round_number
-                    runs.append(result)
-                    figures = result["figures"]
-                    print(
-                        f"round {round_number}/{args.rounds} {scenario:<6} {variant:<19} "
-                        f"{figures['rps']:7.0f} req/s  p99 {figures['latency_p99']:6.2f} ms  "
-                        f"CPU {figures['cpu_per_request']:6.0f} µs/req  "
-                        f"delivered {report.FIGURES['delivered'].cell(figures['delivered'])}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+        planned = {scenario: args.variant_list for scenario in args.scenario_list}
+        for round_number, scenario, variant in report.schedule(args.rounds, planned):
+            project += 1
+            result = measure(variant, scenario, endpoint, project, args)
+            result["round"] = round_number
+            runs.append(result)
+            figures = result["figures"]
+            print(
+                f"round {round_number}/{args.rounds} {scenario:<6} {variant:<19} "
+                f"{figures['rps']:7.0f} req/s  p99 {figures['latency_p99']:6.2f} ms  "
+                f"CPU {figures['cpu_per_request']:6.0f} µs/req  "
+                f"delivered {report.FIGURES['delivered'].cell(figures['delivered'])}",
+                file=sys.stderr,
+                flush=True,
+            )
     tool = "wrk" if args.loader == "wrk" else "the Python load generator (wrk not installed)"
     heading = (
         f"e2e: uvicorn, 1 worker, no access log; {args.rounds} round(s) x {args.duration:g} s per variant "

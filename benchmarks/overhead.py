@@ -548,25 +548,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     chosen = {"normal": args.variant_list, "error": args.error_variant_list}
     project = 1000
     with benchlib.running_endpoint() as endpoint:
-        for round_number in range(1, args.rounds + 1):
-            for scenario in args.scenario_list:
-                for variant in report.rotation(chosen[scenario], round_number):
-                    project += 1
-                    results, stderr = run_child(variant, scenario, endpoint, project, args)
-                    if stderr:
-                        child_stderr[f"{variant} {scenario} round {round_number}"] = stderr[-20:]
-                    for result in results:
-                        result["round"] = round_number
-                        runs.append(result)
-                        figures = result["figures"]
-                        print(
-                            f"round {round_number}/{args.rounds} {result['where']:<17} {variant:<19} "
-                            f"median {figures['path_median']:8.1f} µs  "
-                            f"CPU {figures['cpu_per_request']:8.1f} µs  "
-                            f"delivered {report.FIGURES['delivered'].cell(figures['delivered'])}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+        planned = {scenario: chosen[scenario] for scenario in args.scenario_list}
+        for round_number, scenario, variant in report.schedule(args.rounds, planned):
+            project += 1
+            results, stderr = run_child(variant, scenario, endpoint, project, args)
+            if stderr:
+                child_stderr[f"{variant} {scenario} round {round_number}"] = stderr[-20:]
+            for result in results:
+                result["round"] = round_number
+                runs.append(result)
+                figures = result["figures"]
+                print(
+                    f"round {round_number}/{args.rounds} {result['where']:<17} {variant:<19} "
+                    f"median {figures['path_median']:8.1f} µs  "
+                    f"CPU {figures['cpu_per_request']:8.1f} µs  "
+                    f"delivered {report.FIGURES['delivered'].cell(figures['delivered'])}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     pace = f"{args.interval_us:g} µs idle between requests" if args.interval_us else "back to back"
     heading = (
         f"overhead: {args.rounds} round(s) per variant, in-process ASGI calls (warm-up {args.warmup}); "

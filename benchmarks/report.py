@@ -22,7 +22,7 @@ import datetime
 import json
 import math
 import statistics
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -104,9 +104,19 @@ def rotation(variants: Sequence[str], round_number: int) -> list[str]:
 
 def alternate(variants: Sequence[str], rounds: int) -> Iterator[tuple[int, str]]:
     """``(round, variant)``, round from 1: every variant once per round, in that round's rotation."""
+    for round_number, _, variant in schedule(rounds, {"": variants}):
+        yield round_number, variant
+
+
+def schedule(
+    rounds: int, variants_by_scenario: Mapping[str, Sequence[str]]
+) -> Iterator[tuple[int, str, str]]:
+    """``(round, scenario, variant)``, round from 1: per round, each scenario's variants once (scenarios in
+    the mapping's order), in that round's rotation."""
     for round_number in range(1, rounds + 1):
-        for variant in rotation(variants, round_number):
-            yield round_number, variant
+        for scenario, chosen in variants_by_scenario.items():
+            for variant in rotation(chosen, round_number):
+                yield round_number, scenario, variant
 
 
 def median(values: Iterable[Optional[float]]) -> Optional[float]:
